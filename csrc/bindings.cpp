@@ -1,0 +1,127 @@
+// pybind11 glue for the top-k kernels of topk.hpp: checks shapes, dtypes and
+// layout with clear messages (no silent copies: in-out arrays must be the
+// caller's own buffers), then releases the GIL around the work.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "topk.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+void check_matrix(const py::array &a, const char *name, bool writeable) {
+    if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>())) {
+        throw py::type_error(std::string(name) + ": expected dtype " +
+                             std::string(py::str(py::dtype::of<T>())) + ", got " +
+                             std::string(py::str(a.dtype())));
+    }
+    if (a.ndim() != 2) {
+        throw py::value_error(std::string(name) + ": expected a 2-D array, got " +
+                              std::to_string(a.ndim()) + "-D");
+    }
+    if (a.shape(1) > 1 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T))) {
+        throw py::value_error(std::string(name) + ": rows must be contiguous (C order)");
+    }
+    if (writeable && !a.writeable()) {
+        throw py::value_error(std::string(name) + ": array is read-only");
+    }
+}
+
+void fold_tile(const py::array &tile, int64_t offset, py::array &scores, py::array &indices) {
+    check_matrix<float>(tile, "tile", false);
+    check_matrix<float>(scores, "scores", true);
+    check_matrix<int64_t>(indices, "indices", true);
+    const int64_t n_rows = tile.shape(0), n_cols = tile.shape(1), k = scores.shape(1);
+    if (scores.shape(0) != n_rows || indices.shape(0) != n_rows || indices.shape(1) != k) {
+        throw py::value_error("fold_tile: tile has " + std::to_string(n_rows) +
+                              " rows but scores/indices have shapes (" +
+                              std::to_string(scores.shape(0)) + ", " + std::to_string(k) + ") / (" +
+                              std::to_string(indices.shape(0)) + ", " +
+                              std::to_string(indices.shape(1)) + ")");
+    }
+    if (k < 1) throw py::value_error("fold_tile: k must be >= 1");
+    if (scores.strides(0) != k * static_cast<int64_t>(sizeof(float)) ||
+        indices.strides(0) != k * static_cast<int64_t>(sizeof(int64_t))) {
+        throw py::value_error("fold_tile: scores and indices must be C-contiguous");
+    }
+    const int64_t ld = n_rows > 1 ? tile.strides(0) / static_cast<int64_t>(sizeof(float)) : n_cols;
+    const float *t = static_cast<const float *>(tile.data());
+    float *s = static_cast<float *>(scores.mutable_data());
+    int64_t *ix = static_cast<int64_t *>(indices.mutable_data());
+    py::gil_scoped_release release;
+    mv2v::fold_tile_rows(t, ld, n_cols, offset, s, ix, k, 0, n_rows);
+}
+
+void sort_topk(py::array &scores, py::array &indices) {
+    check_matrix<float>(scores, "scores", true);
+    check_matrix<int64_t>(indices, "indices", true);
+    const int64_t n_rows = scores.shape(0), k = scores.shape(1);
+    if (indices.shape(0) != n_rows || indices.shape(1) != k) {
+        throw py::value_error("sort_topk: scores and indices must have the same shape");
+    }
+    if (n_rows > 1 && (scores.strides(0) != k * 4 || indices.strides(0) != k * 8)) {
+        throw py::value_error("sort_topk: scores and indices must be C-contiguous");
+    }
+    float *s = static_cast<float *>(scores.mutable_data());
+    int64_t *ix = static_cast<int64_t *>(indices.mutable_data());
+    py::gil_scoped_release release;
+    mv2v::sort_rows(s, ix, n_rows, k);
+}
+
+py::tuple merge_topk(const py::array &scores_a, const py::array &indices_a,
+                     const py::array &scores_b, const py::array &indices_b) {
+    check_matrix<float>(scores_a, "scores_a", false);
+    check_matrix<int64_t>(indices_a, "indices_a", false);
+    check_matrix<float>(scores_b, "scores_b", false);
+    check_matrix<int64_t>(indices_b, "indices_b", false);
+    const int64_t n_rows = scores_a.shape(0), k = scores_a.shape(1);
+    for (const py::array *a : {&indices_a, &scores_b, &indices_b}) {
+        if (a->shape(0) != n_rows || a->shape(1) != k) {
+            throw py::value_error("merge_topk: all four arrays must have the same shape (n_queries, k)");
+        }
+    }
+    for (const py::array *a : {&scores_a, &indices_a, &scores_b, &indices_b}) {
+        if (n_rows > 1 && a->strides(0) != k * static_cast<int64_t>(a->itemsize())) {
+            throw py::value_error("merge_topk: arrays must be C-contiguous");
+        }
+    }
+    py::array_t<float> out_s({n_rows, k});
+    py::array_t<int64_t> out_i({n_rows, k});
+    const float *sa = static_cast<const float *>(scores_a.data());
+    const float *sb = static_cast<const float *>(scores_b.data());
+    const int64_t *ia = static_cast<const int64_t *>(indices_a.data());
+    const int64_t *ib = static_cast<const int64_t *>(indices_b.data());
+    float *so = out_s.mutable_data();
+    int64_t *io = out_i.mutable_data();
+    {
+        py::gil_scoped_release release;
+        mv2v::merge_sorted_rows(sa, ia, sb, ib, so, io, n_rows, k);
+    }
+    return py::make_tuple(out_s, out_i);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "minivec2vec compiled kernels: fused running top-k selection over similarity tiles.";
+    m.def("fold_tile", &fold_tile, py::arg("tile"), py::arg("offset"), py::arg("scores"),
+          py::arg("indices"),
+          R"doc(Fold a similarity tile into per-query running top-k heaps (in place).
+
+tile: float32 (n_rows, n_cols), rows contiguous; offset: global index of column 0;
+scores/indices: float32/int64 (n_rows, k) C-contiguous heaps, initialised to
+-inf / -1. Releases the GIL.)doc");
+    m.def("sort_topk", &sort_topk, py::arg("scores"), py::arg("indices"),
+          "Sort running top-k heaps in place into best-first order (ties: lower index first).");
+    m.def("merge_topk", &merge_topk, py::arg("scores_a"), py::arg("indices_a"), py::arg("scores_b"),
+          py::arg("indices_b"),
+          "Merge two best-first top-k lists per row; returns new (scores, indices).");
+}

@@ -1,0 +1,17 @@
+"""Build the C++/pybind11 kernels of minivec2vec (metadata lives in pyproject.toml)."""
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+# Portable flags only: no -march=native, so a built wheel runs on any x86-64 / aarch64 machine.
+ext_modules = [
+    Pybind11Extension(
+        "minivec2vec._core",
+        sources=sorted(["csrc/bindings.cpp"]),
+        include_dirs=["csrc"],
+        depends=["csrc/topk.hpp"],
+        cxx_std=17,
+        extra_compile_args=["-O3", "-fvisibility=hidden"],
+    ),
+]
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext})

@@ -1,0 +1,203 @@
+"""Numba kernels. No policy here: callers validate, choose sizes and set thread limits.
+
+Conventions (after scikit-learn's k-means kernels): outputs are preallocated by the caller and
+tagged ``# OUT`` / ``# INOUT``; work is split in fixed chunks of ``CHUNK`` rows, so the result
+of every kernel is identical whatever the number of threads; BLAS calls inside ``prange`` rely on
+the caller holding BLAS to one thread (``_threads.parallel_region``).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange, types
+
+# Typed signatures (eager compilation, cached). Read-only variants let memory-mapped or
+# read-only inputs run without a recompile or a copy.
+f32_2d = types.Array(types.float32, 2, "C")
+f32_2d_ro = types.Array(types.float32, 2, "C", readonly=True)
+f32_1d = types.Array(types.float32, 1, "C")
+f64_1d = types.Array(types.float64, 1, "C")
+f64_2d = types.Array(types.float64, 2, "C")
+f64_3d = types.Array(types.float64, 3, "C")
+i64_1d = types.Array(types.int64, 1, "C")
+i64_2d = types.Array(types.int64, 2, "C")
+
+CHUNK = 256          # rows per parallel work item
+N_SLOTS = 8          # fixed accumulator slots for reductions (independent of the thread count)
+
+
+# --------------------------------------------------------------------------------------------
+# k-means
+# --------------------------------------------------------------------------------------------
+@numba.njit(
+    [types.void(x, f32_2d, f32_1d, i64_1d, f32_1d) for x in (f32_2d, f32_2d_ro)],
+    parallel=True, cache=True, nogil=True,
+)
+def assign_labels(X,                # IN  (n, d) rows to label
+                  centers,          # IN  (c, d)
+                  center_sqnorms,   # IN  (c,)
+                  labels,           # OUT (n,)
+                  sq_distances):    # OUT (n,) squared distance to the nearest center
+    n = X.shape[0]
+    c = centers.shape[0]
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    centers_t = np.ascontiguousarray(centers.T)
+    for chunk in prange(n_chunks):
+        start = chunk * CHUNK
+        stop = min(start + CHUNK, n)
+        dots = np.dot(X[start:stop], centers_t)
+        for i in range(stop - start):
+            best = np.inf
+            best_j = 0
+            for j in range(c):
+                v = center_sqnorms[j] - 2.0 * dots[i, j]
+                if v < best:
+                    best = v
+                    best_j = j
+            row = X[start + i]
+            x2 = 0.0
+            for t in range(row.shape[0]):
+                x2 += row[t] * row[t]
+            labels[start + i] = best_j
+            sq_distances[start + i] = max(x2 + best, 0.0)
+
+
+@numba.njit(
+    [types.void(x, i64_1d, f64_2d, f64_1d) for x in (f32_2d, f32_2d_ro)],
+    parallel=True, cache=True, nogil=True,
+)
+def cluster_sums(X,         # IN  (n, d)
+                 labels,    # IN  (n,)
+                 sums,      # OUT (c, d) sum of the rows of each cluster
+                 counts):   # OUT (c,)
+    n, d = X.shape
+    c = sums.shape[0]
+    # counting sort of rows by label, then each cluster sums its rows in index order:
+    # deterministic whatever the thread count
+    starts = np.zeros(c + 1, dtype=np.int64)
+    for i in range(n):
+        starts[labels[i] + 1] += 1
+    for j in range(c):
+        starts[j + 1] += starts[j]
+    order = np.empty(n, dtype=np.int64)
+    fill = starts[:c].copy()
+    for i in range(n):
+        order[fill[labels[i]]] = i
+        fill[labels[i]] += 1
+    for j in prange(c):
+        counts[j] = starts[j + 1] - starts[j]
+        for t in range(d):
+            sums[j, t] = 0.0
+        for p in range(starts[j], starts[j + 1]):
+            row = X[order[p]]
+            for t in range(d):
+                sums[j, t] += row[t]
+
+
+@numba.njit(
+    types.void(f32_2d, f64_1d, f64_2d, f64_1d),
+    parallel=True, cache=True, nogil=True,
+)
+def minibatch_update(centers,        # INOUT (c, d)
+                     center_counts,  # INOUT (c,) rows absorbed so far (per-center learning rate)
+                     batch_sums,     # IN    (c, d) sums of this batch's rows per center
+                     batch_counts):  # IN    (c,)
+    c, d = centers.shape
+    for j in prange(c):
+        m = batch_counts[j]
+        if m == 0:
+            continue
+        total = center_counts[j] + m
+        for t in range(d):
+            centers[j, t] = (centers[j, t] * center_counts[j] + batch_sums[j, t]) / total
+        center_counts[j] = total
+
+
+# --------------------------------------------------------------------------------------------
+# streaming cross-covariance for Procrustes
+# --------------------------------------------------------------------------------------------
+@numba.njit(
+    [types.void(x, y, i64_2d, f64_3d) for x in (f32_2d, f32_2d_ro) for y in (f32_2d, f32_2d_ro)],
+    parallel=True, cache=True, nogil=True,
+)
+def accumulate_neighbour_crosscov(X,          # IN  (n, d_a) sources
+                                  Y,          # IN  (m, d_b) targets
+                                  neighbours, # IN  (n, k) indices into Y
+                                  slots):     # INOUT (N_SLOTS, d_a, d_b) partial sums
+    """slots += sum_i x_i^T mean_j Y[neighbours[i, j]], without materialising the targets.
+
+    Chunk ``q`` always goes to slot ``q % N_SLOTS`` and each slot adds its chunks in order,
+    so the sum of the slots is bit-identical whatever the thread count.
+    """
+    n, d_a = X.shape
+    d_b = Y.shape[1]
+    k = neighbours.shape[1]
+    n_slots = slots.shape[0]
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    inv_k = np.float32(1.0 / k)
+    for slot in prange(n_slots):
+        gathered = np.empty((CHUNK, d_b), dtype=np.float32)
+        for chunk in range(slot, n_chunks, n_slots):
+            start = chunk * CHUNK
+            stop = min(start + CHUNK, n)
+            rows = stop - start
+            for i in range(rows):
+                for t in range(d_b):
+                    gathered[i, t] = 0.0
+                for j in range(k):
+                    y = Y[neighbours[start + i, j]]
+                    for t in range(d_b):
+                        gathered[i, t] += y[t]
+                for t in range(d_b):
+                    gathered[i, t] *= inv_k
+            part = np.dot(np.ascontiguousarray(X[start:stop].T), gathered[:rows])
+            for a in range(d_a):
+                for b in range(d_b):
+                    slots[slot, a, b] += part[a, b]
+
+
+# --------------------------------------------------------------------------------------------
+# quadratic assignment (anchor matching): 2-opt local search
+# --------------------------------------------------------------------------------------------
+@numba.njit(types.float64(f64_2d, f64_2d, i64_1d), cache=True, nogil=True)
+def qap_objective(A, B, perm):
+    """trace(A P B P^T) = sum_ij A[i, j] B[perm[i], perm[j]]."""
+    c = A.shape[0]
+    total = 0.0
+    for i in range(c):
+        for j in range(c):
+            total += A[i, j] * B[perm[i], perm[j]]
+    return total
+
+
+@numba.njit(types.float64(f64_2d, f64_2d, i64_1d), cache=True, nogil=True)
+def qap_2opt(A,      # IN  (c, c) symmetric
+             B,      # IN  (c, c) symmetric
+             perm):  # INOUT (c,) start permutation, returned as a 2-opt local optimum
+    """Best-improvement pair swaps until none improves; returns the objective."""
+    c = A.shape[0]
+    while True:
+        best_delta = 1e-12
+        best_r = -1
+        best_s = -1
+        for r in range(c):
+            pr = perm[r]
+            for s in range(r + 1, c):
+                ps = perm[s]
+                delta = (A[r, r] - A[s, s]) * (B[ps, ps] - B[pr, pr])
+                acc = 0.0
+                for j in range(c):
+                    if j != r and j != s:
+                        pj = perm[j]
+                        acc += (A[r, j] - A[s, j]) * (B[ps, pj] - B[pr, pj])
+                delta += 2.0 * acc
+                if delta > best_delta:
+                    best_delta = delta
+                    best_r = r
+                    best_s = s
+        if best_r < 0:
+            break
+        tmp = perm[best_r]
+        perm[best_r] = perm[best_s]
+        perm[best_s] = tmp
+    return qap_objective(A, B, perm)

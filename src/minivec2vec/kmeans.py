@@ -1,0 +1,132 @@
+"""Mini-batch k-means with greedy k-means++ initialisation (Numba kernels, seeded, thread-invariant).
+
+The algorithm: greedy k-means++ on a sample of ``init_size`` rows; ``max_iter`` mini-batch steps
+of ``batch_size`` rows with per-center learning rates (1 / rows absorbed so far); then
+``lloyd_passes`` full Lloyd passes, each one assignment over all rows (which the final labels and
+inertia need anyway) plus a mean update. Empty clusters are re-seeded at the rows farthest from
+their centers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _kernels
+from ._threads import parallel_region, resolve_n_threads
+from ._validation import check_embeddings, check_positive_int, check_random_state
+
+
+def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_iter=100,
+           lloyd_passes=2, init_size=None, n_threads=None):
+    """Cluster the rows of X.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d), float16/32/64
+    n_clusters : int, 1 <= n_clusters <= n
+    random_state : int, numpy Generator or None
+    init : ndarray of shape (n_clusters, d), optional
+        Starting centers (k-means++ when None).
+    batch_size : int
+        Rows per mini-batch step.
+    max_iter : int
+        Number of mini-batch steps (0 = none).
+    lloyd_passes : int
+        Full Lloyd passes after the mini-batch steps (0 = none).
+    init_size : int, optional
+        Rows sampled for k-means++ (default: max(3 * batch_size, 20 * n_clusters), at most n).
+    n_threads : int, optional
+
+    Returns
+    -------
+    centroids : ndarray of shape (n_clusters, d), float32
+    labels : ndarray of shape (n,), int64
+    inertia : float, sum of squared distances of the rows to their centroids
+    """
+    X = check_embeddings(X, "X")
+    n, d = X.shape
+    n_clusters = check_positive_int(n_clusters, "n_clusters")
+    if n_clusters > n:
+        raise ValueError(f"n_clusters={n_clusters} is larger than the number of rows ({n})")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    max_iter = check_positive_int(max_iter, "max_iter", minimum=0)
+    lloyd_passes = check_positive_int(lloyd_passes, "lloyd_passes", minimum=0)
+    rng = check_random_state(random_state)
+    n_threads = resolve_n_threads(n_threads)
+    X32 = np.ascontiguousarray(X, dtype=np.float32)
+
+    if init is None:
+        size = init_size or max(3 * batch_size, 20 * n_clusters)
+        sample = X32 if size >= n else X32[np.sort(rng.choice(n, size, replace=False))]
+        centers = _kmeans_plusplus(sample, n_clusters, rng)
+    else:
+        centers = check_embeddings(init, "init", n_features=d)
+        if centers.shape[0] != n_clusters:
+            raise ValueError(f"init: has {centers.shape[0]} rows, expected n_clusters={n_clusters}")
+        centers = np.array(centers, dtype=np.float32, order="C")
+
+    with parallel_region(n_threads):
+
+        counts = np.zeros(n_clusters, dtype=np.float64)
+        sums = np.empty((n_clusters, d), dtype=np.float64)
+        batch_counts = np.empty(n_clusters, dtype=np.float64)
+        step_size = min(batch_size, n)
+        labels = np.empty(step_size, dtype=np.int64)
+        sq = np.empty(step_size, dtype=np.float32)
+        for _ in range(max_iter if batch_size < n else 0):
+            batch = X32[np.sort(rng.choice(n, step_size, replace=False))]
+            _kernels.assign_labels(batch, centers, _sqnorms(centers), labels, sq)
+            _kernels.cluster_sums(batch, labels, sums, batch_counts)
+            _kernels.minibatch_update(centers, counts, sums, batch_counts)
+
+        labels = np.empty(n, dtype=np.int64)
+        sq = np.empty(n, dtype=np.float32)
+        _kernels.assign_labels(X32, centers, _sqnorms(centers), labels, sq)
+        for _ in range(lloyd_passes):
+            _kernels.cluster_sums(X32, labels, sums, batch_counts)
+            _lloyd_update(centers, sums, batch_counts, X32, sq)
+            _kernels.assign_labels(X32, centers, _sqnorms(centers), labels, sq)
+    return centers, labels, float(sq.astype(np.float64).sum())
+
+
+def _sqnorms(centers):
+    return np.einsum("ij,ij->i", centers, centers).astype(np.float32)
+
+
+def _lloyd_update(centers, sums, counts, X32, sq_distances):
+    """Centers become the mean of their rows; empty ones move to the farthest rows."""
+    filled = counts > 0
+    centers[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+    empty = np.flatnonzero(~filled)
+    if empty.size:
+        far = np.argsort(-sq_distances, kind="stable")[:empty.size]
+        centers[empty] = X32[far]
+
+
+def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
+    """Greedy k-means++ (Arthur & Vassilvitskii): each step keeps the best of a few candidates."""
+    n = X.shape[0]
+    if n_local_trials is None:
+        n_local_trials = 2 + int(np.log(n_clusters))
+    x_sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
+    centers = np.empty((n_clusters, X.shape[1]), dtype=np.float32)
+    first = int(rng.integers(n))
+    centers[0] = X[first]
+    closest = np.maximum(x_sq + x_sq[first] - 2.0 * (X @ X[first]).astype(np.float64), 0.0)
+    potential = closest.sum()
+    for c in range(1, n_clusters):
+        if potential <= 0:
+            # fewer distinct rows than clusters: pick remaining centers uniformly
+            cand = rng.integers(n, size=n_local_trials)
+        else:
+            cum = np.cumsum(closest)
+            cand = np.searchsorted(cum, rng.random(n_local_trials) * cum[-1])
+            cand = np.minimum(cand, n - 1)
+        d_cand = np.maximum(x_sq[cand, None] + x_sq[None, :]
+                            - 2.0 * (X[cand] @ X.T).astype(np.float64), 0.0)
+        np.minimum(d_cand, closest[None, :], out=d_cand)
+        pots = d_cand.sum(axis=1)
+        best = int(np.argmin(pots))
+        centers[c] = X[cand[best]]
+        closest = d_cand[best]
+        potential = pots[best]
+    return centers

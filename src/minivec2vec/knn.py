@@ -1,0 +1,163 @@
+"""Exact blocked k-nearest-neighbour search: BLAS tiles with the top-k selection fused per tile.
+
+Each worker thread owns a block of queries and a tile buffer. For every database tile it computes
+the similarity tile with a single-threaded BLAS GEMM and immediately folds it into the block's
+running top-k with the C++ kernel (GIL released), while the tile is still warm in cache. No
+n_queries x n_database matrix ever exists. Query blocks have a fixed size that depends on the
+number of queries only, so results are bit-identical whatever the thread count.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import _core
+from ._threads import parallel_region, resolve_n_threads
+from ._validation import (as_float32_block, check_embeddings, check_positive_int,
+                          parse_memory)
+
+_METRICS = ("ip", "cosine")
+QUERY_BLOCK = 256        # rows of queries per task (upper bound)
+DATABASE_TILE = 2048     # database rows per similarity tile (upper bound)
+_MIN_TILE = 64
+
+
+def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None):
+    """Exact k nearest neighbours of every query row among the database rows.
+
+    Parameters
+    ----------
+    queries : ndarray of shape (n_queries, d), float16/32/64
+    database : ndarray of shape (n_database, d), float16/32/64
+    k : int, 1 <= k <= n_database
+    metric : {"ip", "cosine"}
+        Inner product, or cosine similarity (rows normalised; zero rows score 0).
+    n_threads : int, optional
+        Worker threads (default: all cores Numba may use). Results do not depend on it.
+    memory_limit : int or str, optional
+        Upper bound on the working memory of the call (bytes or e.g. "512MB"); tile sizes follow.
+
+    Returns
+    -------
+    scores : ndarray of shape (n_queries, k), float32, best first
+    indices : ndarray of shape (n_queries, k), int64; ties go to the lower index
+    """
+    if metric not in _METRICS:
+        raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
+    queries = check_embeddings(queries, "queries")
+    database = check_embeddings(database, "database", n_features=queries.shape[1])
+    k = check_positive_int(k, "k")
+    if k > database.shape[0]:
+        raise ValueError(f"k={k} is larger than the database ({database.shape[0]} rows)")
+    n_threads = resolve_n_threads(n_threads)
+    plan = _plan(queries.shape[0], database.shape[0], queries.shape[1], k, n_threads,
+                 parse_memory(memory_limit), database.dtype != np.float32 or metric == "cosine"
+                 or not database.flags.c_contiguous)
+    db = database
+    if plan["prepare_database"]:
+        db = _prepared(database, metric)
+    return _search(queries, db, k, metric, n_threads, plan,
+                   normalise_tiles=(metric == "cosine" and not plan["prepare_database"]))
+
+
+def _plan(n_queries, n_database, d, k, n_threads, memory_limit, wants_copy):
+    """Choose block sizes from the memory budget; raise before any work if it cannot fit."""
+    query_block = int(min(QUERY_BLOCK, max(16, -(-n_queries // 8))))
+    tile = DATABASE_TILE
+    out_bytes = n_queries * k * 12
+    copy_bytes = n_database * d * 4 if wants_copy else 0
+    prepare = wants_copy
+
+    def per_thread(qb, tb, on_the_fly):
+        return 4 * (qb * tb + qb * d + (tb * d if on_the_fly else 0))
+
+    if memory_limit is not None:
+        def fits(qb, tb, prep):
+            return out_bytes + (copy_bytes if prep else 0) + n_threads * per_thread(
+                qb, tb, wants_copy and not prep) <= memory_limit
+        # shrink the tile first, then drop the database copy, then shrink the query block
+        while not fits(query_block, tile, prepare) and tile > _MIN_TILE:
+            tile //= 2
+        if not fits(query_block, tile, prepare) and prepare:
+            prepare = False
+            tile = DATABASE_TILE
+            while not fits(query_block, tile, prepare) and tile > _MIN_TILE:
+                tile //= 2
+        while not fits(query_block, tile, prepare) and query_block > 1:
+            query_block = max(1, query_block // 2)
+        if not fits(query_block, tile, prepare):
+            need = out_bytes + n_threads * per_thread(1, _MIN_TILE, wants_copy)
+            raise MemoryError(f"memory_limit={memory_limit} bytes is too small for knn: the "
+                              f"output alone needs {out_bytes} bytes and one block {need} bytes")
+    return {"query_block": query_block, "tile": tile, "prepare_database": prepare}
+
+
+def _prepared(database, metric):
+    """The database as one float32 C-contiguous array (rows normalised for cosine)."""
+    db = np.empty(database.shape, dtype=np.float32)
+    step = 65536
+    for start in range(0, database.shape[0], step):
+        block = database[start:start + step]
+        db[start:start + step] = block
+        if metric == "cosine":
+            _normalise_rows(db[start:start + step])
+    return db
+
+
+def _normalise_rows(block):
+    """In-place L2 normalisation of a float32 block; zero rows stay zero."""
+    norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+    norms[norms == 0] = 1.0
+    block /= norms[:, None]
+    return block
+
+
+def _search(queries, db, k, metric, n_threads, plan, normalise_tiles):
+    n_queries = queries.shape[0]
+    n_database = db.shape[0]
+    qb, tile = plan["query_block"], plan["tile"]
+    scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    indices = np.full((n_queries, k), -1, dtype=np.int64)
+    starts = list(range(0, n_queries, qb))
+
+    def run_block(start):
+        stop = min(start + qb, n_queries)
+        q = np.array(queries[start:stop], dtype=np.float32, order="C")
+        if metric == "cosine":
+            _normalise_rows(q)
+        buffer = np.empty(q.shape[0] * min(tile, n_database), dtype=np.float32)
+        s_block, i_block = scores[start:stop], indices[start:stop]
+        for t0 in range(0, n_database, tile):
+            t1 = min(t0 + tile, n_database)
+            d_tile = db[t0:t1]
+            if d_tile.dtype != np.float32 or not d_tile.flags.c_contiguous or normalise_tiles:
+                d_tile = as_float32_block(d_tile)
+                if normalise_tiles:
+                    d_tile = _normalise_rows(d_tile.copy() if d_tile.base is db else d_tile)
+            sim = buffer[:q.shape[0] * (t1 - t0)].reshape(q.shape[0], t1 - t0)
+            np.matmul(q, d_tile.T, out=sim)
+            _core.fold_tile(sim, t0, s_block, i_block)
+        _core.sort_topk(s_block, i_block)
+
+    with parallel_region(n_threads):
+        if n_threads == 1 or len(starts) == 1:
+            for s in starts:
+                run_block(s)
+        else:
+            with ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as pool:
+                for future in [pool.submit(run_block, s) for s in starts]:
+                    future.result()
+    return scores, indices
+
+
+def merge_topk(scores_a, indices_a, scores_b, indices_b):
+    """Merge two per-query top-k results (e.g. from two database blocks) into one.
+
+    Both inputs must be best-first (as returned by :func:`knn`, with indices already global).
+    The merge is associative and commutative, so any engine can reduce partial results.
+    """
+    return _core.merge_topk(np.ascontiguousarray(scores_a, dtype=np.float32),
+                            np.ascontiguousarray(indices_a, dtype=np.int64),
+                            np.ascontiguousarray(scores_b, dtype=np.float32),
+                            np.ascontiguousarray(indices_b, dtype=np.int64))

@@ -1,0 +1,268 @@
+"""The driver: MiniVec2Vec validates, prepares the data, runs the stages and holds the map."""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from . import _mapfile
+from ._threads import resolve_n_threads
+from ._validation import (check_embeddings, check_positive_int, check_random_state,
+                          parse_memory)
+from .anchors import match_anchors
+from .procrustes import procrustes
+from .pseudo_pairs import pseudo_pair_cross_covariance
+from .refine import refine_clusters, refine_matching
+
+logger = logging.getLogger("minivec2vec")
+
+_BLOCK_ROWS = 65536
+
+
+class NotFittedError(RuntimeError):
+    """transform/save called before fit."""
+
+
+class MiniVec2Vec:
+    """Unsupervised linear alignment of embedding space A onto space B (mini-vec2vec).
+
+    Learns a (semi-)orthogonal W (d_a x d_b) from UNPAIRED samples of both spaces so that
+    ``normalise(x_a - mean_a_) @ W`` lands next to the B embedding of the same text.
+
+    Parameters (reference defaults of the paper's notebook)
+    ----------
+    n_runs : int, default 30
+        Anchor-matching runs (s); each contributes ``n_clusters`` anchor pairs.
+    n_clusters : int, default 20
+        Clusters per anchor run (c).
+    anchor_sample : int, default 10000
+        Rows drawn per side for each anchor run.
+    qap_restarts : int, default 30
+        Random 2-opt starts of the quadratic assignment per run (best kept).
+    n_neighbors : int, default 50
+        k of the pseudo-pairs from relative representations.
+    refine_iter : int, default 100
+        Refine-1 iterations (T).
+    refine_sample : int, default 1000
+        Rows of A sampled per refine-1 iteration (n_s).
+    refine_neighbors : int, default 50
+        k' of refine-1.
+    alpha : float, default 0.5
+        Smoothing: W <- (1 - alpha) W + alpha W_new.
+    refine_clusters : int, default 500
+        Clusters of refine-2 (c'); 0 skips refine-2.
+    reproject : bool, default True
+        Re-project W onto the (semi-)orthogonal matrices after each update; False reproduces the
+        reference notebook's unprojected update.
+    random_state : int or None
+        Drives every random choice.
+    n_threads : int or None
+        Threads for every kernel (default: all cores). Results do not depend on it.
+    memory_limit : int or str or None
+        Working-memory bound for the blocked kernels (bytes or e.g. "2GB").
+    """
+
+    def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
+                 n_neighbors=50, refine_iter=100, refine_sample=1000, refine_neighbors=50,
+                 alpha=0.5, refine_clusters=500, reproject=True, random_state=None,
+                 n_threads=None, memory_limit=None):
+        self.n_runs = n_runs
+        self.n_clusters = n_clusters
+        self.anchor_sample = anchor_sample
+        self.qap_restarts = qap_restarts
+        self.n_neighbors = n_neighbors
+        self.refine_iter = refine_iter
+        self.refine_sample = refine_sample
+        self.refine_neighbors = refine_neighbors
+        self.alpha = alpha
+        self.refine_clusters = refine_clusters
+        self.reproject = reproject
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.memory_limit = memory_limit
+
+    # ------------------------------------------------------------------ parameters
+    _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
+                    "refine_iter", "refine_sample", "refine_neighbors", "alpha",
+                    "refine_clusters", "reproject", "random_state", "n_threads", "memory_limit")
+
+    def get_params(self, deep=True):
+        return {name: getattr(self, name) for name in self._PARAM_NAMES}
+
+    def set_params(self, **params):
+        for name, value in params.items():
+            if name not in self._PARAM_NAMES:
+                raise ValueError(f"unknown parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        changed = {k: v for k, v in self.get_params().items()
+                   if v != MiniVec2Vec().get_params()[k]}
+        return f"MiniVec2Vec({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def _check_params(self):
+        for name in ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
+                     "refine_sample", "refine_neighbors"):
+            check_positive_int(getattr(self, name), name)
+        for name in ("refine_iter", "refine_clusters"):
+            check_positive_int(getattr(self, name), name, minimum=0)
+        if not (isinstance(self.alpha, (int, float)) and 0.0 < self.alpha <= 1.0):
+            raise ValueError(f"alpha: must be in (0, 1], got {self.alpha!r}")
+        if self.n_clusters < 3:
+            raise ValueError(f"n_clusters: anchor matching needs at least 3 clusters, got {self.n_clusters}")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X_a, X_b):
+        """Learn W from unpaired rows of space A (n_a x d_a) and space B (n_b x d_b)."""
+        self._check_params()
+        X_a = check_embeddings(X_a, "X_a", min_rows=2)
+        X_b = check_embeddings(X_b, "X_b", min_rows=2)
+        min_rows = max(self.n_clusters, self.n_neighbors, self.refine_neighbors,
+                       self.refine_clusters)
+        for name, X in (("X_a", X_a), ("X_b", X_b)):
+            if X.shape[0] < min_rows:
+                raise ValueError(f"{name}: has {X.shape[0]} rows, but the settings need at least "
+                                 f"{min_rows} (n_clusters, n_neighbors, refine_neighbors, "
+                                 f"refine_clusters)")
+        rng = check_random_state(self.random_state)
+        n_threads = resolve_n_threads(self.n_threads)
+        memory_limit = parse_memory(self.memory_limit)
+        timings = {}
+        t_start = time.perf_counter()
+
+        self.mean_a_ = _column_mean(X_a)
+        self.mean_b_ = _column_mean(X_b)
+        A = _centre_normalise(X_a, self.mean_a_, "X_a")
+        B = _centre_normalise(X_b, self.mean_b_, "X_b")
+        self.scale_b_ = float(_mean_centred_norm(X_b, self.mean_b_))
+
+        t = time.perf_counter()
+        anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=self.n_clusters,
+                                sample_size=self.anchor_sample, qap_restarts=self.qap_restarts,
+                                rng=rng, n_threads=n_threads)
+        timings["anchors"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
+                                         min(self.n_neighbors, B.shape[0]), n_threads,
+                                         memory_limit)
+        W = procrustes(M)
+        timings["pseudo_pairs"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        W = refine_matching(W, A, B, n_iter=self.refine_iter, sample_size=self.refine_sample,
+                            n_neighbors=self.refine_neighbors, alpha=self.alpha,
+                            reproject=self.reproject, rng=rng, n_threads=n_threads,
+                            memory_limit=memory_limit)
+        timings["refine_matching"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        if self.refine_clusters:
+            W = refine_clusters(W, A, B, n_clusters=self.refine_clusters, alpha=self.alpha,
+                                reproject=self.reproject, rng=rng, n_threads=n_threads)
+        timings["refine_clusters"] = time.perf_counter() - t
+
+        self.W_ = np.ascontiguousarray(W, dtype=np.float64)
+        self.anchors_a_ = anchors.anchors_a
+        self.anchors_b_ = anchors.anchors_b
+        self.anchor_scores_ = anchors.run_scores
+        self.n_features_a_ = X_a.shape[1]
+        self.n_features_b_ = X_b.shape[1]
+        timings["total"] = time.perf_counter() - t_start
+        self.timings_ = timings
+        logger.info("fit done in %.1f s (%s)", timings["total"],
+                    ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total"))
+        return self
+
+    # ------------------------------------------------------------------ transform
+    def _check_fitted(self):
+        if not hasattr(self, "W_"):
+            raise NotFittedError("this MiniVec2Vec is not fitted yet: call fit() or load() first")
+
+    def transform(self, X, add_mean=False):
+        """Map rows of space A into space B.
+
+        X is centred with A's TRAINING mean, L2-normalised and multiplied by W. The result has
+        unit-scale rows in B's centred frame; with ``add_mean=True`` it is rescaled to the mean
+        norm of B's centred training rows and B's training mean is added back, so it can sit next
+        to raw B vectors. Returns float32 of shape (n, d_b).
+        """
+        self._check_fitted()
+        X = check_embeddings(X, "X", n_features=self.n_features_a_)
+        W = self.W_.astype(np.float32)
+        out = np.empty((X.shape[0], W.shape[1]), dtype=np.float32)
+        for start in range(0, X.shape[0], _BLOCK_ROWS):
+            block = _centre_normalise(X[start:start + _BLOCK_ROWS], self.mean_a_, "X",
+                                      row_offset=start)
+            np.matmul(block, W, out=out[start:start + _BLOCK_ROWS])
+        if add_mean:
+            out *= np.float32(self.scale_b_)
+            out += self.mean_b_.astype(np.float32)
+        return out
+
+    def fit_transform(self, X_a, X_b):
+        return self.fit(X_a, X_b).transform(X_a)
+
+    # ------------------------------------------------------------------ persistence
+    _ARRAYS = ("W_", "mean_a_", "mean_b_", "anchors_a_", "anchors_b_", "anchor_scores_")
+
+    def save(self, path):
+        """Write the fitted map to exactly ``path`` (no extension added), atomically."""
+        self._check_fitted()
+        from . import __version__
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        extra = {"scale_b_": self.scale_b_, "timings_": self.timings_,
+                 "minivec2vec_version": __version__}
+        _mapfile.write_map(path, self.get_params(), arrays, extra)
+
+    @classmethod
+    def load(cls, path):
+        """Read a map written by :meth:`save`."""
+        params, arrays, extra = _mapfile.read_map(path)
+        missing = [name for name in cls._ARRAYS if name not in arrays]
+        if missing:
+            raise _mapfile.MapFileError(f"{path!r}: missing arrays {missing}")
+        W = arrays["W_"]
+        if (W.ndim != 2 or arrays["mean_a_"].shape != (W.shape[0],)
+                or arrays["mean_b_"].shape != (W.shape[1],)):
+            raise _mapfile.MapFileError(f"{path!r}: inconsistent array shapes")
+        model = cls(**{k: v for k, v in params.items() if k in cls._PARAM_NAMES})
+        for name in cls._ARRAYS:
+            setattr(model, name, arrays[name])
+        model.scale_b_ = float(extra.get("scale_b_", 1.0))
+        model.timings_ = dict(extra.get("timings_", {}))
+        model.n_features_a_, model.n_features_b_ = W.shape
+        return model
+
+
+def _column_mean(X):
+    total = np.zeros(X.shape[1], dtype=np.float64)
+    for start in range(0, X.shape[0], _BLOCK_ROWS):
+        total += X[start:start + _BLOCK_ROWS].sum(axis=0, dtype=np.float64)
+    return total / X.shape[0]
+
+
+def _centre_normalise(X, mean, name, row_offset=0):
+    """float32 copy of X, centred with ``mean`` and L2-normalised row by row."""
+    out = np.empty(X.shape, dtype=np.float32)
+    mean32 = mean.astype(np.float32)
+    for start in range(0, X.shape[0], _BLOCK_ROWS):
+        block = out[start:start + _BLOCK_ROWS]
+        np.subtract(X[start:start + _BLOCK_ROWS], mean32, out=block, casting="unsafe")
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        zero = np.flatnonzero(norms <= 1e-12 * max(1.0, float(np.abs(mean32).max())))
+        if zero.size:
+            raise ValueError(f"{name}: row {row_offset + start + int(zero[0])} is zero after "
+                             "centring (equal to the training mean): it has no direction to map")
+        block /= norms[:, None]
+    return out
+
+
+def _mean_centred_norm(X, mean):
+    total = 0.0
+    for start in range(0, X.shape[0], _BLOCK_ROWS):
+        block = X[start:start + _BLOCK_ROWS].astype(np.float64) - mean
+        total += np.sqrt(np.einsum("ij,ij->i", block, block)).sum()
+    return total / X.shape[0]

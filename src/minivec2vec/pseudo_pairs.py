@@ -1,0 +1,35 @@
+"""Stage 2: pseudo-pairs from relative representations.
+
+Every row is described by its cosine similarities to the anchors of its own space; the rows of
+the two spaces are then comparable coordinate by coordinate. Each A row's pseudo-target is the
+mean of its k nearest B rows in that description (cosine), found by the blocked kNN, and only the
+cross-covariance of sources and pseudo-targets is kept for Procrustes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .knn import knn
+from .procrustes import neighbour_cross_covariance
+
+
+def relative_representation(X, anchors, block_rows=65536):
+    """cos(X, anchors) for unit-norm rows X: (n, n_anchors) float32, computed in blocks."""
+    A = np.asarray(anchors, dtype=np.float32)
+    norms = np.linalg.norm(A, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    A_t = np.ascontiguousarray((A / norms).T)
+    out = np.empty((X.shape[0], A.shape[0]), dtype=np.float32)
+    for start in range(0, X.shape[0], block_rows):
+        np.matmul(X[start:start + block_rows], A_t, out=out[start:start + block_rows])
+    return out
+
+
+def pseudo_pair_cross_covariance(X_a, X_b, anchors_a, anchors_b, n_neighbors, n_threads=None,
+                                 memory_limit=None):
+    """d_a x d_b cross-covariance of every A row with the mean of its k matched B rows."""
+    rel_a = relative_representation(X_a, anchors_a)
+    rel_b = relative_representation(X_b, anchors_b)
+    _, neighbours = knn(rel_a, rel_b, n_neighbors, metric="cosine", n_threads=n_threads,
+                        memory_limit=memory_limit)
+    return neighbour_cross_covariance(X_a, X_b, neighbours, n_threads=n_threads)

@@ -1,0 +1,38 @@
+"""Stages 4 and 5: refinement of W.
+
+Refine-1 (matching): repeatedly map a random sample of A, take the mean of each mapped row's k
+nearest B rows as its target, solve Procrustes on the sample, and move W part of the way there.
+Refine-2 (clusters): k-means on A, k-means on B started at A's centroids mapped by W so that
+cluster j corresponds to cluster j, Procrustes on the centroid pairs, and the same smoothing.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .kmeans import kmeans
+from .knn import knn
+from .procrustes import neighbour_cross_covariance, procrustes, smoothed_update
+
+
+def refine_matching(W, X_a, X_b, *, n_iter, sample_size, n_neighbors, alpha, reproject, rng,
+                    n_threads=None, memory_limit=None):
+    """Refine-1. X_a, X_b: centred unit-norm float32 rows. Returns the new W."""
+    n_a = X_a.shape[0]
+    size = min(sample_size, n_a)
+    for _ in range(n_iter):
+        rows = X_a[np.sort(rng.choice(n_a, size, replace=False))]
+        # X_b rows have unit norm, so ranking by inner product equals ranking by cosine
+        _, neighbours = knn(rows @ W.astype(np.float32), X_b, n_neighbors, metric="ip",
+                            n_threads=n_threads, memory_limit=memory_limit)
+        W_new = procrustes(neighbour_cross_covariance(rows, X_b, neighbours, n_threads))
+        W = smoothed_update(W, W_new, alpha, reproject)
+    return W
+
+
+def refine_clusters(W, X_a, X_b, *, n_clusters, alpha, reproject, rng, n_threads=None):
+    """Refine-2. Returns the new W."""
+    C_a, _, _ = kmeans(X_a, n_clusters, random_state=rng, n_threads=n_threads)
+    C_b, _, _ = kmeans(X_b, n_clusters, random_state=rng, init=C_a @ W.astype(np.float32),
+                       n_threads=n_threads)
+    W_new = procrustes(C_a.astype(np.float64).T @ C_b.astype(np.float64))
+    return smoothed_update(W, W_new, alpha, reproject)
