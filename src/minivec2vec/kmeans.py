@@ -31,7 +31,8 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     max_iter : int
         Number of mini-batch steps (0 = none).
     lloyd_passes : int
-        Full Lloyd passes after the mini-batch steps (0 = none).
+        At most this many full Lloyd passes after the mini-batch steps (0 = none); they stop
+        early once no label changes.
     init_size : int, optional
         Rows sampled for k-means++ (default: max(3 * batch_size, 20 * n_clusters), at most n).
     n_threads : int, optional
@@ -81,10 +82,14 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
         labels = np.empty(n, dtype=np.int64)
         sq = np.empty(n, dtype=np.float32)
         _kernels.assign_labels(X32, centers, _sqnorms(centers), labels, sq)
+        previous = np.empty_like(labels)
         for _ in range(lloyd_passes):
             _kernels.cluster_sums(X32, labels, sums, batch_counts)
             _lloyd_update(centers, sums, batch_counts, X32, sq)
+            previous[:] = labels
             _kernels.assign_labels(X32, centers, _sqnorms(centers), labels, sq)
+            if np.array_equal(previous, labels):
+                break  # converged: the next update would not move any center
     return centers, labels, float(sq.astype(np.float64).sum())
 
 

@@ -8,6 +8,7 @@ number of queries only, so results are bit-identical whatever the thread count.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,6 +22,18 @@ _METRICS = ("ip", "cosine")
 QUERY_BLOCK = 256        # rows of queries per task (upper bound)
 DATABASE_TILE = 2048     # database rows per similarity tile (upper bound)
 _MIN_TILE = 64
+_pools: dict = {}
+_pools_lock = threading.Lock()
+
+
+def _worker_pool(n_threads):
+    """One long-lived pool per thread count: no thread start-up cost per call."""
+    with _pools_lock:
+        pool = _pools.get(n_threads)
+        if pool is None:
+            pool = _pools[n_threads] = ThreadPoolExecutor(max_workers=n_threads,
+                                                          thread_name_prefix="minivec2vec")
+        return pool
 
 
 def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None):
@@ -145,9 +158,9 @@ def _search(queries, db, k, metric, n_threads, plan, normalise_tiles):
             for s in starts:
                 run_block(s)
         else:
-            with ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as pool:
-                for future in [pool.submit(run_block, s) for s in starts]:
-                    future.result()
+            pool = _worker_pool(n_threads)
+            for future in [pool.submit(run_block, s) for s in starts]:
+                future.result()
     return scores, indices
 
 
