@@ -30,10 +30,11 @@ N_SLOTS = 8          # fixed accumulator slots for reductions (independent of th
 # k-means
 # --------------------------------------------------------------------------------------------
 @numba.njit(
-    [types.void(x, f32_2d, f32_1d, i64_1d, f32_1d) for x in (f32_2d, f32_2d_ro)],
+    [types.void(x, f32_1d, f32_2d, f32_1d, i64_1d, f32_1d) for x in (f32_2d, f32_2d_ro)],
     parallel=True, cache=True, nogil=True,
 )
 def assign_labels(X,                # IN  (n, d) rows to label
+                  row_sqnorms,      # IN  (n,) squared norms of the rows
                   centers,          # IN  (c, d)
                   center_sqnorms,   # IN  (c,)
                   labels,           # OUT (n,)
@@ -54,12 +55,8 @@ def assign_labels(X,                # IN  (n, d) rows to label
                 if v < best:
                     best = v
                     best_j = j
-            row = X[start + i]
-            x2 = 0.0
-            for t in range(row.shape[0]):
-                x2 += row[t] * row[t]
             labels[start + i] = best_j
-            sq_distances[start + i] = max(x2 + best, 0.0)
+            sq_distances[start + i] = max(row_sqnorms[start + i] + best, 0.0)
 
 
 @numba.njit(

@@ -7,6 +7,7 @@ random starts. The matched centroids of all runs are the anchor pairs.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,21 +47,40 @@ def solve_qap(K_a, K_b, n_restarts, rng):
     return best_perm, (best_value / norm if norm > 0 else 0.0)
 
 
+def anchor_run(X_a, X_b, *, n_clusters, sample_size, qap_restarts, seed):
+    """One run: sample, cluster both sides (Lloyd), match the clusters. Single-threaded."""
+    rng = np.random.default_rng(seed)
+    centroids = []
+    for X in (X_a, X_b):
+        rows = X if sample_size >= X.shape[0] else X[np.sort(
+            rng.choice(X.shape[0], sample_size, replace=False))]
+        c, _, _ = kmeans(rows, n_clusters, random_state=rng, max_iter=0, lloyd_passes=20,
+                         n_threads=1)
+        centroids.append(c)
+    perm, score = solve_qap(centred_gram(centroids[0]), centred_gram(centroids[1]),
+                            qap_restarts, rng)
+    return centroids[0], centroids[1][perm], score
+
+
 def match_anchors(X_a, X_b, *, n_runs, n_clusters, sample_size, qap_restarts, rng,
-                  n_threads=None):
-    """Run the anchor stage on normalised, centred float32 inputs; see the module docstring."""
-    pieces_a, pieces_b, scores = [], [], []
-    for _ in range(n_runs):
-        centroids = []
-        for X in (X_a, X_b):
-            rows = X if sample_size >= X.shape[0] else X[np.sort(
-                rng.choice(X.shape[0], sample_size, replace=False))]
-            c, _, _ = kmeans(rows, n_clusters, random_state=rng, max_iter=0, lloyd_passes=30,
-                             n_threads=n_threads)
-            centroids.append(c)
-        perm, score = solve_qap(centred_gram(centroids[0]), centred_gram(centroids[1]),
-                                qap_restarts, rng)
-        pieces_a.append(centroids[0])
-        pieces_b.append(centroids[1][perm])
-        scores.append(score)
-    return Anchors(np.concatenate(pieces_a), np.concatenate(pieces_b), np.asarray(scores))
+                  n_threads=1):
+    """Run the anchor stage on normalised, centred float32 inputs; see the module docstring.
+
+    The runs are independent, so they run side by side on ``n_threads`` worker threads (each
+    single-threaded: small clusterings gain nothing from finer parallelism). Every run draws
+    its own seed from ``rng`` up front, so the result does not depend on scheduling.
+    """
+    seeds = rng.integers(0, 2**63 - 1, size=n_runs)
+
+    def run(seed):
+        return anchor_run(X_a, X_b, n_clusters=n_clusters, sample_size=sample_size,
+                          qap_restarts=qap_restarts, seed=int(seed))
+
+    if n_threads > 1 and n_runs > 1:
+        with ThreadPoolExecutor(max_workers=min(n_threads, n_runs)) as pool:
+            results = list(pool.map(run, seeds))
+    else:
+        results = [run(seed) for seed in seeds]
+    return Anchors(np.concatenate([r[0] for r in results]),
+                   np.concatenate([r[1] for r in results]),
+                   np.asarray([r[2] for r in results]))

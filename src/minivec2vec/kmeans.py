@@ -16,7 +16,7 @@ from ._validation import check_embeddings, check_positive_int, check_random_stat
 
 
 def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_iter=100,
-           lloyd_passes=2, init_size=None, n_threads=None):
+           lloyd_passes=2, init_size=None, tol=1e-4, n_threads=None):
     """Cluster the rows of X.
 
     Parameters
@@ -31,8 +31,10 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     max_iter : int
         Number of mini-batch steps (0 = none).
     lloyd_passes : int
-        At most this many full Lloyd passes after the mini-batch steps (0 = none); they stop
-        early once no label changes.
+        At most this many full Lloyd passes after the mini-batch steps (0 = none).
+    tol : float
+        Lloyd passes stop once the summed squared center shift is at most ``tol`` times the
+        mean per-feature variance of X (scikit-learn's rule), or no label changes.
     init_size : int, optional
         Rows sampled for k-means++ (default: max(3 * batch_size, 20 * n_clusters), at most n).
     n_threads : int, optional
@@ -54,6 +56,8 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     rng = check_random_state(random_state)
     n_threads = resolve_n_threads(n_threads)
     X32 = np.ascontiguousarray(X, dtype=np.float32)
+    row_sq = np.einsum("ij,ij->i", X32, X32)
+    shift_tol = tol * float(np.mean(np.var(X32, axis=0))) if lloyd_passes else 0.0
 
     if init is None:
         size = init_size or max(3 * batch_size, 20 * n_clusters)
@@ -74,22 +78,25 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
         labels = np.empty(step_size, dtype=np.int64)
         sq = np.empty(step_size, dtype=np.float32)
         for _ in range(max_iter if batch_size < n else 0):
-            batch = X32[np.sort(rng.choice(n, step_size, replace=False))]
-            _kernels.assign_labels(batch, centers, _sqnorms(centers), labels, sq)
+            rows = np.sort(rng.choice(n, step_size, replace=False))
+            batch = X32[rows]
+            _kernels.assign_labels(batch, row_sq[rows], centers, _sqnorms(centers), labels, sq)
             _kernels.cluster_sums(batch, labels, sums, batch_counts)
             _kernels.minibatch_update(centers, counts, sums, batch_counts)
 
         labels = np.empty(n, dtype=np.int64)
         sq = np.empty(n, dtype=np.float32)
-        _kernels.assign_labels(X32, centers, _sqnorms(centers), labels, sq)
+        _kernels.assign_labels(X32, row_sq, centers, _sqnorms(centers), labels, sq)
         previous = np.empty_like(labels)
         for _ in range(lloyd_passes):
             _kernels.cluster_sums(X32, labels, sums, batch_counts)
+            before = centers.copy()
             _lloyd_update(centers, sums, batch_counts, X32, sq)
             previous[:] = labels
-            _kernels.assign_labels(X32, centers, _sqnorms(centers), labels, sq)
-            if np.array_equal(previous, labels):
-                break  # converged: the next update would not move any center
+            _kernels.assign_labels(X32, row_sq, centers, _sqnorms(centers), labels, sq)
+            shift = float(((centers - before) ** 2).sum())
+            if np.array_equal(previous, labels) or shift <= shift_tol:
+                break  # converged
     return centers, labels, float(sq.astype(np.float64).sum())
 
 

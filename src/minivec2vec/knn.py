@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import _core
-from ._threads import parallel_region, resolve_n_threads
+from ._threads import max_worker_threads, parallel_region, resolve_n_threads
 from ._validation import (as_float32_block, check_embeddings, check_positive_int,
                           parse_memory)
 
@@ -64,7 +64,9 @@ def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None):
     if k > database.shape[0]:
         raise ValueError(f"k={k} is larger than the database ({database.shape[0]} rows)")
     n_threads = resolve_n_threads(n_threads)
-    plan = _plan(queries.shape[0], database.shape[0], queries.shape[1], k, n_threads,
+    # Block sizes are planned for the most worker buffers this process can run, not for
+    # n_threads: tile shapes (hence BLAS rounding) then never depend on the thread count.
+    plan = _plan(queries.shape[0], database.shape[0], queries.shape[1], k, max_worker_threads(),
                  parse_memory(memory_limit), database.dtype != np.float32 or metric == "cosine"
                  or not database.flags.c_contiguous)
     db = database
@@ -144,10 +146,11 @@ def _search(queries, db, k, metric, n_threads, plan, normalise_tiles):
         for t0 in range(0, n_database, tile):
             t1 = min(t0 + tile, n_database)
             d_tile = db[t0:t1]
-            if d_tile.dtype != np.float32 or not d_tile.flags.c_contiguous or normalise_tiles:
+            if normalise_tiles:
+                # always a private copy: the caller's rows are never normalised in place
+                d_tile = _normalise_rows(np.array(d_tile, dtype=np.float32, order="C"))
+            elif d_tile.dtype != np.float32 or not d_tile.flags.c_contiguous:
                 d_tile = as_float32_block(d_tile)
-                if normalise_tiles:
-                    d_tile = _normalise_rows(d_tile.copy() if d_tile.base is db else d_tile)
             sim = buffer[:q.shape[0] * (t1 - t0)].reshape(q.shape[0], t1 - t0)
             np.matmul(q, d_tile.T, out=sim)
             _core.fold_tile(sim, t0, s_block, i_block)
@@ -162,6 +165,35 @@ def _search(queries, db, k, metric, n_threads, plan, normalise_tiles):
             for future in [pool.submit(run_block, s) for s in starts]:
                 future.result()
     return scores, indices
+
+
+def csls_nearest(queries, database, k=10, n_threads=None, memory_limit=None):
+    """CSLS nearest neighbours in both directions between two sets of unit-norm rows.
+
+    CSLS(q, y) = 2 cos(q, y) - r_D(y) - r_Q(q), where r_D(y) is the mean similarity of y to its
+    k nearest queries and r_Q(q) that of q to its k nearest database rows: it discounts hubs.
+    The argmax over y does not depend on r_Q(q), and 2 cos(q, y) - r_D(y) is the inner product
+    of [2q, -1] with [y, r_D(y)], so each direction is one exact :func:`knn` call.
+
+    Returns (forward, backward): forward[i] is the CSLS-best database row of query i,
+    backward[j] the CSLS-best query of database row j.
+    """
+    k_db = min(k, queries.shape[0])
+    k_q = min(k, database.shape[0])
+    r_q = knn(queries, database, k_q, n_threads=n_threads, memory_limit=memory_limit)[0].mean(axis=1)
+    r_db = knn(database, queries, k_db, n_threads=n_threads, memory_limit=memory_limit)[0].mean(axis=1)
+
+    def augmented(X, scale, extra):
+        out = np.empty((X.shape[0], X.shape[1] + 1), dtype=np.float32)
+        np.multiply(X, scale, out=out[:, :-1], casting="unsafe")
+        out[:, -1] = extra
+        return out
+
+    forward = knn(augmented(queries, 2.0, -1.0), augmented(database, 1.0, r_db), 1,
+                  n_threads=n_threads, memory_limit=memory_limit)[1][:, 0]
+    backward = knn(augmented(database, 2.0, -1.0), augmented(queries, 1.0, r_q), 1,
+                   n_threads=n_threads, memory_limit=memory_limit)[1][:, 0]
+    return forward, backward
 
 
 def merge_topk(scores_a, indices_a, scores_b, indices_b):

@@ -7,13 +7,13 @@ import time
 import numpy as np
 
 from . import _mapfile
-from ._threads import resolve_n_threads
+from ._threads import resolve_n_threads, single_threaded_blas
 from ._validation import (check_embeddings, check_positive_int, check_random_state,
                           parse_memory)
 from .anchors import match_anchors
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
-from .refine import refine_clusters, refine_matching
+from .refine import refine_clusters, refine_matching, refine_mutual
 
 logger = logging.getLogger("minivec2vec")
 
@@ -52,6 +52,13 @@ class MiniVec2Vec:
         Smoothing: W <- (1 - alpha) W + alpha W_new.
     refine_clusters : int, default 500
         Clusters of refine-2 (c'); 0 skips refine-2.
+    mutual_iter : int, default 12
+        Iterations of refine-mutual, run last: Procrustes on CSLS mutual nearest neighbours of
+        fresh subsamples (not in the paper; 0 skips it and gives the paper's pipeline).
+    mutual_sample : int, default 10000
+        Rows per side sampled for each refine-mutual iteration.
+    csls_k : int, default 10
+        Neighbourhood size of the CSLS hubness correction.
     reproject : bool, default True
         Re-project W onto the (semi-)orthogonal matrices after each update; False reproduces the
         reference notebook's unprojected update.
@@ -65,7 +72,8 @@ class MiniVec2Vec:
 
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
                  n_neighbors=50, refine_iter=100, refine_sample=1000, refine_neighbors=50,
-                 alpha=0.5, refine_clusters=500, reproject=True, random_state=None,
+                 alpha=0.5, refine_clusters=500, mutual_iter=12, mutual_sample=10000,
+                 csls_k=10, reproject=True, random_state=None,
                  n_threads=None, memory_limit=None):
         self.n_runs = n_runs
         self.n_clusters = n_clusters
@@ -77,6 +85,9 @@ class MiniVec2Vec:
         self.refine_neighbors = refine_neighbors
         self.alpha = alpha
         self.refine_clusters = refine_clusters
+        self.mutual_iter = mutual_iter
+        self.mutual_sample = mutual_sample
+        self.csls_k = csls_k
         self.reproject = reproject
         self.random_state = random_state
         self.n_threads = n_threads
@@ -85,7 +96,7 @@ class MiniVec2Vec:
     # ------------------------------------------------------------------ parameters
     _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
                     "refine_iter", "refine_sample", "refine_neighbors", "alpha",
-                    "refine_clusters", "reproject", "random_state", "n_threads", "memory_limit")
+                    "refine_clusters", "mutual_iter", "mutual_sample", "csls_k", "reproject", "random_state", "n_threads", "memory_limit")
 
     def get_params(self, deep=True):
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
@@ -104,9 +115,9 @@ class MiniVec2Vec:
 
     def _check_params(self):
         for name in ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
-                     "refine_sample", "refine_neighbors"):
+                     "refine_sample", "refine_neighbors", "mutual_sample", "csls_k"):
             check_positive_int(getattr(self, name), name)
-        for name in ("refine_iter", "refine_clusters"):
+        for name in ("refine_iter", "refine_clusters", "mutual_iter"):
             check_positive_int(getattr(self, name), name, minimum=0)
         if not (isinstance(self.alpha, (int, float)) and 0.0 < self.alpha <= 1.0):
             raise ValueError(f"alpha: must be in (0, 1], got {self.alpha!r}")
@@ -116,6 +127,10 @@ class MiniVec2Vec:
     # ------------------------------------------------------------------ fit
     def fit(self, X_a, X_b):
         """Learn W from unpaired rows of space A (n_a x d_a) and space B (n_b x d_b)."""
+        with single_threaded_blas():
+            return self._fit(X_a, X_b)
+
+    def _fit(self, X_a, X_b):
         self._check_params()
         X_a = check_embeddings(X_a, "X_a", min_rows=2)
         X_b = check_embeddings(X_b, "X_b", min_rows=2)
@@ -163,6 +178,12 @@ class MiniVec2Vec:
             W = refine_clusters(W, A, B, n_clusters=self.refine_clusters, alpha=self.alpha,
                                 reproject=self.reproject, rng=rng, n_threads=n_threads)
         timings["refine_clusters"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        W = refine_mutual(W, A, B, n_iter=self.mutual_iter, sample_size=self.mutual_sample,
+                          csls_k=self.csls_k, rng=rng, n_threads=n_threads,
+                          memory_limit=memory_limit)
+        timings["refine_mutual"] = time.perf_counter() - t
 
         self.W_ = np.ascontiguousarray(W, dtype=np.float64)
         self.anchors_a_ = anchors.anchors_a
@@ -215,7 +236,7 @@ class MiniVec2Vec:
         arrays = {name: getattr(self, name) for name in self._ARRAYS}
         extra = {"scale_b_": self.scale_b_, "timings_": self.timings_,
                  "minivec2vec_version": __version__}
-        _mapfile.write_map(path, self.get_params(), arrays, extra)
+        _mapfile.write_map(path, _json_safe_params(self.get_params()), arrays, extra)
 
     @classmethod
     def load(cls, path):
@@ -235,6 +256,19 @@ class MiniVec2Vec:
         model.timings_ = dict(extra.get("timings_", {}))
         model.n_features_a_, model.n_features_b_ = W.shape
         return model
+
+
+def _json_safe_params(params):
+    """Parameters as JSON values: numpy scalars become Python numbers; a Generator passed as
+    random_state cannot be stored and is recorded as None (the fitted arrays are what matter)."""
+    safe = {}
+    for name, value in params.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        elif isinstance(value, np.random.Generator):
+            value = None
+        safe[name] = value
+    return safe
 
 
 def _column_mean(X):

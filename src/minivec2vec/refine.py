@@ -4,13 +4,17 @@ Refine-1 (matching): repeatedly map a random sample of A, take the mean of each 
 nearest B rows as its target, solve Procrustes on the sample, and move W part of the way there.
 Refine-2 (clusters): k-means on A, k-means on B started at A's centroids mapped by W so that
 cluster j corresponds to cluster j, Procrustes on the centroid pairs, and the same smoothing.
+Refine-mutual (ours, beyond the paper): on fresh random subsamples of both sides, keep only the
+pairs that are mutual nearest neighbours under CSLS (hubness-corrected similarity) and solve
+Procrustes on them. Pairs that choose each other are far more precise than k-means of 50
+neighbours; measured on minilm -> wordllama it lifts top-1 from 0.48 to 0.59 (docs/experiments.md).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .kmeans import kmeans
-from .knn import knn
+from .knn import csls_nearest, knn
 from .procrustes import neighbour_cross_covariance, procrustes, smoothed_update
 
 
@@ -36,3 +40,23 @@ def refine_clusters(W, X_a, X_b, *, n_clusters, alpha, reproject, rng, n_threads
                        n_threads=n_threads)
     W_new = procrustes(C_a.astype(np.float64).T @ C_b.astype(np.float64))
     return smoothed_update(W, W_new, alpha, reproject)
+
+
+def refine_mutual(W, X_a, X_b, *, n_iter, sample_size, csls_k, rng, n_threads=None,
+                  memory_limit=None):
+    """Refine-mutual. X_a, X_b: centred unit-norm float32 rows. Returns the new W."""
+    for _ in range(n_iter):
+        rows_a = X_a if sample_size >= X_a.shape[0] else X_a[np.sort(
+            rng.choice(X_a.shape[0], sample_size, replace=False))]
+        rows_b = X_b if sample_size >= X_b.shape[0] else X_b[np.sort(
+            rng.choice(X_b.shape[0], sample_size, replace=False))]
+        mapped = rows_a @ W.astype(np.float32)
+        norms = np.linalg.norm(mapped, axis=1, keepdims=True)
+        mapped /= np.maximum(norms, 1e-12)
+        forward, backward = csls_nearest(mapped, rows_b, csls_k, n_threads, memory_limit)
+        mutual = np.flatnonzero(backward[forward] == np.arange(forward.shape[0]))
+        if mutual.size < 2:
+            break
+        M = neighbour_cross_covariance(rows_a[mutual], rows_b, forward[mutual][:, None], n_threads)
+        W = procrustes(M)
+    return W

@@ -1,0 +1,106 @@
+"""Quality harness: the mini-vec2vec protocol on every pair of ../shared/data.
+
+For each pair A -> B and seed: the last 8192 rows are the paired test pool, two disjoint halves
+of the rest train A and B, B's coordinates are rotated by a random orthogonal matrix (so no
+shared basis can help), the model is fitted UNSUPERVISED, and A's test rows rank all 8192 B test
+rows by cosine. Printed next to the supervised ceiling (Procrustes on the true training pairs).
+Each fit runs in a child process so its peak RSS is its own.
+
+    python benchmarks/quality.py --pairs minilm:wordllama --seeds 0,1,2
+    python benchmarks/quality.py --pairs all --variant paper='{"mutual_iter": 0}'
+    python benchmarks/quality.py --pairs rotation      # each model against itself, rotated
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MODELS = ("minilm", "wordllama", "minilm-static")
+CROSS = [(a, b) for a in MODELS for b in MODELS if a != b]
+
+
+def run_one(a, b, seed, params, pool):
+    import numpy as np
+
+    from minivec2vec import MiniVec2Vec
+    from minivec2vec.protocol import evaluate_model, random_rotation, split, supervised_ceiling
+
+    X_a = np.load(DATA / f"{a}.npy")
+    X_b = np.load(DATA / f"{b}.npy")
+    s = split(X_a, X_b, pool=pool, rotate_b=random_rotation(X_b.shape[1], 1000 + seed))
+    t0 = time.perf_counter()
+    model = MiniVec2Vec(random_state=seed, **params).fit(s.train_a, s.train_b)
+    seconds = time.perf_counter() - t0
+    got = evaluate_model(model, s)
+    ceiling = supervised_ceiling(s)
+    return {"a": a, "b": b, "seed": seed, "top1": got["top1"], "mean_rank": got["mean_rank"],
+            "mean_cos": got["mean_cos"], "ceiling_top1": ceiling["top1"],
+            "ceiling_mean_rank": ceiling["mean_rank"], "fit_seconds": seconds,
+            "stage_seconds": model.timings_,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", default="all",
+                        help="'all' (cross-model, both directions), 'rotation', or a:b,c:d")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="name=JSON of MiniVec2Vec parameters (default: the defaults)")
+    parser.add_argument("--pool", type=int, default=8192)
+    parser.add_argument("--out", default=None, help="append JSON lines here")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.one:  # child process: one fit, JSON on stdout
+        job = json.loads(args.one)
+        print(json.dumps(run_one(job["a"], job["b"], job["seed"], job["params"], job["pool"])))
+        return 0
+    if not DATA.is_dir():
+        print(f"quality.py needs the real data in {DATA}", file=sys.stderr)
+        return 2
+    if args.pairs == "all":
+        pairs = CROSS
+    elif args.pairs == "rotation":
+        pairs = [(m, m) for m in MODELS]
+    else:
+        pairs = [tuple(p.split(":")) for p in args.pairs.split(",")]
+    variants = [] if args.variant else [("default", {})]
+    for v in args.variant:
+        name, _, params = v.partition("=")
+        variants.append((name, json.loads(params) if params else {}))
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    print(f"{'variant':<12} {'A -> B':<28} {'seed':>4} {'top-1':>6} {'rank':>7} "
+          f"{'ceiling':>7} {'ratio':>6} {'fit s':>7} {'peak MB':>8}", flush=True)
+    for name, params in variants:
+        for a, b in pairs:
+            for seed in seeds:
+                job = json.dumps({"a": a, "b": b, "seed": seed, "params": params, "pool": args.pool})
+                proc = subprocess.run([sys.executable, __file__, "--one", job],
+                                      capture_output=True, text=True, env=os.environ.copy())
+                if proc.returncode != 0:
+                    print(f"{name:<12} {a + ' -> ' + b:<28} {seed:>4} FAILED: "
+                          f"{proc.stderr.strip().splitlines()[-1:]}", flush=True)
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                r["variant"], r["params"] = name, params
+                print(f"{name:<12} {a + ' -> ' + b:<28} {seed:>4} {r['top1']:>6.3f} "
+                      f"{r['mean_rank']:>7.2f} {r['ceiling_top1']:>7.3f} "
+                      f"{r['top1'] / r['ceiling_top1']:>6.3f} {r['fit_seconds']:>7.1f} "
+                      f"{r['peak_rss_mb']:>8.0f}", flush=True)
+                if args.out:
+                    with open(args.out, "a") as fh:
+                        fh.write(json.dumps(r) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

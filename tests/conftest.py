@@ -1,0 +1,80 @@
+"""Shared fixtures for the minivec2vec test suite.
+
+* ``rng``: a seeded numpy Generator (fresh per test, so tests do not depend on their order).
+* ``minilm`` / ``wordllama``: the shipped real sample (5000 rows, float16), loaded once.
+* ``rotation_split`` / ``cross_split``: protocol splits of the sample, built once per session.
+* ``shared_data``: the real data directory ``../shared/data``; tests that need it are marked
+  ``@pytest.mark.slow`` and are skipped when the directory is absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minivec2vec.datasets import load_sample, sample_split
+
+SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip every ``slow`` test when ../shared/data is absent."""
+    if SHARED_DATA.is_dir():
+        return
+    skip = pytest.mark.skip(reason=f"real data directory {SHARED_DATA} is absent")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240601)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data directory {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    X = load_sample("minilm")
+    X.setflags(write=False)
+    return X
+
+
+@pytest.fixture(scope="session")
+def wordllama():
+    X = load_sample("wordllama")
+    X.setflags(write=False)
+    return X
+
+
+def _read_only(split):
+    """Shared between tests: read-only, so that no test can alter another's data."""
+    for name in ("train_a", "train_b", "test_a", "test_b", "paired_train_b"):
+        getattr(split, name).setflags(write=False)
+    return split
+
+
+@pytest.fixture(scope="session")
+def rotation_split():
+    """minilm against a randomly rotated copy of minilm (disjoint training halves)."""
+    return _read_only(sample_split("minilm", "minilm", rotate_seed=0))
+
+
+@pytest.fixture(scope="session")
+def cross_split():
+    """minilm (384-d) against wordllama (256-d), wordllama's coordinates rotated."""
+    return _read_only(sample_split("minilm", "wordllama", rotate_seed=0))
+
+
+def assert_semi_orthogonal(W, atol=1e-10):
+    """W^T W = I when W is tall or square, W W^T = I when it is wide."""
+    W = np.asarray(W, dtype=np.float64)
+    G = W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T
+    np.testing.assert_allclose(G, np.eye(G.shape[0]), rtol=0, atol=atol)

@@ -1,0 +1,277 @@
+"""MiniVec2Vec: recovery from unpaired data on the shipped sample, determinism, persistence,
+transform contracts and input checks.
+
+Only three default-settings fits run in this module (rotation recovery, semi-orthogonal
+recovery, cross-model); everything about mechanics uses light settings on fewer rows.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from conftest import assert_semi_orthogonal
+from minivec2vec import MiniVec2Vec, NotFittedError
+from minivec2vec.protocol import Split, evaluate_model, random_rotation
+
+model_module = importlib.import_module("minivec2vec.model")
+
+# Threads of the default-settings fits. Results do not depend on it (see
+# test_fit_thread_invariant and the kernel tests); one thread keeps the fits fast on a busy
+# machine, where two OpenMP threads wait on each other at every parallel region.
+FIT_THREADS = 1
+
+# Light settings for tests about mechanics, not quality.
+LIGHT = dict(n_runs=5, refine_iter=20, refine_clusters=50, qap_restarts=10)
+
+# Top-1 of minilm -> rotated minilm (default settings, seed 0): measured 1.000.
+ROTATION_TOP1_FLOOR = 0.99
+# Mean paired cosine of the same fit: measured 0.692 without refine-mutual, 0.648 with it
+# (the supervised ceiling is 1.000; a random W gives about 0).
+ROTATION_MEAN_COS_FLOOR = 0.6
+# Top-1 of minilm -> semi-orthogonal projection of minilm (384 -> 256): measured 1.000.
+SEMI_ORTHOGONAL_TOP1_FLOOR = 0.95
+# Top-1 of minilm -> wordllama on the 2000 + 2000-row sample (default settings): measured
+# 0.024 for seed 0 and 0.014 for seed 1 with refine-mutual (0.033 / 0.013 without it).
+# To be set by the lead; None skips the comparison (after the fit and its structural checks).
+CROSS_MODEL_TOP1_FLOOR = None
+
+
+# ------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def rotation_model(rotation_split):
+    """Default settings on minilm vs rotated minilm (unpaired, disjoint training rows)."""
+    return MiniVec2Vec(random_state=0, n_threads=FIT_THREADS).fit(rotation_split.train_a,
+                                                                  rotation_split.train_b)
+
+
+@pytest.fixture(scope="module")
+def semi_orthogonal_case(minilm):
+    """Side A: minilm rows [0, 2000) (384-d). Side B: the DIFFERENT rows [2000, 4000) times a
+    random 384 x 256 matrix Q with orthonormal columns. Test pairs: rows [4000, 5000) and their
+    projections. The true map is semi-orthogonal."""
+    X = minilm.astype(np.float32)
+    Q = np.linalg.qr(np.random.default_rng(0).standard_normal((384, 256)))[0].astype(np.float32)
+    split = Split(train_a=X[:2000], train_b=X[2000:4000] @ Q, test_a=X[4000:],
+                  test_b=X[4000:] @ Q, paired_train_b=X[:2000] @ Q)
+    model = MiniVec2Vec(random_state=0, n_threads=FIT_THREADS).fit(split.train_a, split.train_b)
+    return split, model
+
+
+@pytest.fixture(scope="module")
+def small_data(rotation_split):
+    return rotation_split.train_a[:600], rotation_split.train_b[:600]
+
+
+@pytest.fixture(scope="module")
+def light_model(small_data):
+    return MiniVec2Vec(random_state=7, n_threads=1, **LIGHT).fit(*small_data)
+
+
+# ------------------------------------------------------------------------------------ quality
+def test_recovers_a_random_rotation_from_unpaired_data(rotation_split, rotation_model):
+    result = evaluate_model(rotation_model, rotation_split)
+    assert result["pool"] == 1000
+    assert result["top1"] >= ROTATION_TOP1_FLOOR, result
+    assert result["mean_cos"] >= ROTATION_MEAN_COS_FLOOR, result
+    W = rotation_model.W_
+    assert W.shape == (384, 384) and W.dtype == np.float64
+    assert_semi_orthogonal(W)
+
+
+def test_rotation_model_attributes(rotation_split, rotation_model):
+    m = rotation_model
+    np.testing.assert_allclose(m.mean_a_, rotation_split.train_a.astype(np.float64).mean(0),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(m.mean_b_, rotation_split.train_b.astype(np.float64).mean(0),
+                               rtol=1e-6, atol=1e-7)
+    centred = rotation_split.train_b.astype(np.float64) - m.mean_b_
+    assert m.scale_b_ == pytest.approx(np.linalg.norm(centred, axis=1).mean(), rel=1e-9)
+    assert m.anchors_a_.shape == (30 * 20, 384) and m.anchors_b_.shape == (30 * 20, 384)
+    assert m.anchor_scores_.shape == (30,)
+    assert np.all((m.anchor_scores_ >= 0) & (m.anchor_scores_ <= 1 + 1e-9))
+    assert (m.n_features_a_, m.n_features_b_) == (384, 384)
+    assert set(m.timings_) >= {"anchors", "pseudo_pairs", "refine_matching", "refine_clusters",
+                               "total"}
+
+
+def test_recovers_a_semi_orthogonal_map_between_dimensions(semi_orthogonal_case):
+    split, model = semi_orthogonal_case
+    assert model.W_.shape == (384, 256)
+    assert_semi_orthogonal(model.W_, atol=1e-10)            # W^T W = I
+    result = evaluate_model(model, split)
+    assert result["top1"] >= SEMI_ORTHOGONAL_TOP1_FLOOR, result
+    mapped = model.transform(split.test_a)
+    assert mapped.shape == (1000, 256) and mapped.dtype == np.float32
+    # unit rows mapped by a W with orthonormal columns: norms can only shrink
+    assert np.all(np.linalg.norm(mapped, axis=1) <= 1 + 1e-5)
+
+
+def test_cross_model_top1_on_sample(cross_split):
+    model = MiniVec2Vec(random_state=0, n_threads=FIT_THREADS).fit(cross_split.train_a,
+                                                                   cross_split.train_b)
+    assert model.W_.shape == (384, 256)
+    assert_semi_orthogonal(model.W_)
+    result = evaluate_model(model, cross_split)
+    if CROSS_MODEL_TOP1_FLOOR is None:
+        pytest.skip(f"CROSS_MODEL_TOP1_FLOOR not set yet (measured top1={result['top1']:.3f}, "
+                    f"mean_rank={result['mean_rank']:.1f})")
+    assert result["top1"] >= CROSS_MODEL_TOP1_FLOOR, result
+
+
+# ------------------------------------------------------------------------------------ determinism
+def test_same_seed_gives_identical_map(small_data, light_model):
+    again = MiniVec2Vec(random_state=7, n_threads=1, **LIGHT).fit(*small_data)
+    assert again.W_.tobytes() == light_model.W_.tobytes()
+    np.testing.assert_array_equal(again.anchors_a_, light_model.anchors_a_)
+    np.testing.assert_array_equal(again.anchors_b_, light_model.anchors_b_)
+
+
+def test_different_seed_gives_a_different_map(small_data, light_model):
+    other = MiniVec2Vec(random_state=8, n_threads=1, **LIGHT).fit(*small_data)
+    assert not np.array_equal(other.W_, light_model.W_)
+
+
+def test_fit_thread_invariant(small_data, light_model):
+    two = MiniVec2Vec(random_state=7, n_threads=2, **LIGHT).fit(*small_data)
+    assert two.W_.tobytes() == light_model.W_.tobytes()
+
+
+def test_generator_random_state(small_data):
+    a = MiniVec2Vec(random_state=np.random.default_rng(3), n_threads=1, **LIGHT).fit(*small_data)
+    b = MiniVec2Vec(random_state=3, n_threads=1, **LIGHT).fit(*small_data)
+    assert a.W_.tobytes() == b.W_.tobytes()
+
+
+# ------------------------------------------------------------------------------------ persistence
+def test_save_load_round_trip(tmp_path, rotation_split, rotation_model):
+    path = tmp_path / "rotation.map"
+    rotation_model.save(path)
+    loaded = MiniVec2Vec.load(path)
+    for name in ("W_", "mean_a_", "mean_b_", "anchors_a_", "anchors_b_", "anchor_scores_"):
+        original, restored = getattr(rotation_model, name), getattr(loaded, name)
+        assert restored.dtype == original.dtype and restored.shape == original.shape, name
+        assert restored.tobytes() == original.tobytes(), name
+    assert loaded.scale_b_ == rotation_model.scale_b_
+    assert loaded.get_params() == rotation_model.get_params()
+    assert (loaded.n_features_a_, loaded.n_features_b_) == (384, 384)
+    X = rotation_split.test_a
+    assert loaded.transform(X).tobytes() == rotation_model.transform(X).tobytes()
+    assert (loaded.transform(X, add_mean=True).tobytes()
+            == rotation_model.transform(X, add_mean=True).tobytes())
+    # and the loaded map still evaluates the same
+    assert evaluate_model(loaded, rotation_split) == evaluate_model(rotation_model, rotation_split)
+
+
+def test_save_load_with_str_path(tmp_path, light_model, small_data):
+    path = str(tmp_path / "light")
+    light_model.save(path)
+    loaded = MiniVec2Vec.load(path)
+    assert loaded.W_.tobytes() == light_model.W_.tobytes()
+    np.testing.assert_array_equal(loaded.transform(small_data[0][:50]),
+                                  light_model.transform(small_data[0][:50]))
+
+
+# ------------------------------------------------------------------------------------ transform
+def test_transform_rows_are_unit_norm_and_float32(rotation_split, rotation_model):
+    out = rotation_model.transform(rotation_split.test_a)
+    assert out.dtype == np.float32 and out.shape == (1000, 384)
+    # W is orthogonal: centred unit rows stay unit rows
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_transform_equals_manual_formula(rotation_split, rotation_model):
+    m = rotation_model
+    X = rotation_split.test_a.astype(np.float64)
+    C = X - m.mean_a_
+    expected = (C / np.linalg.norm(C, axis=1, keepdims=True)) @ m.W_
+    np.testing.assert_allclose(m.transform(rotation_split.test_a), expected, atol=1e-5)
+
+
+def test_transform_add_mean(rotation_split, rotation_model):
+    m = rotation_model
+    X = rotation_split.test_a
+    plain = m.transform(X)
+    with_mean = m.transform(X, add_mean=True)
+    expected = plain * np.float32(m.scale_b_) + m.mean_b_.astype(np.float32)
+    np.testing.assert_allclose(with_mean, expected, rtol=1e-6, atol=1e-6)
+    assert with_mean.dtype == np.float32
+
+
+def test_transform_float16_equals_float32(rotation_split, rotation_model):
+    X16 = rotation_split.test_a
+    assert X16.dtype == np.float16
+    assert (rotation_model.transform(X16).tobytes()
+            == rotation_model.transform(X16.astype(np.float32)).tobytes())
+
+
+def test_transform_in_blocks_equals_one_block(monkeypatch, rotation_split, rotation_model):
+    X = rotation_split.test_a
+    whole = rotation_model.transform(X)
+    monkeypatch.setattr(model_module, "_BLOCK_ROWS", 96)
+    # the GEMM of a smaller block may round differently in the last bit
+    np.testing.assert_allclose(rotation_model.transform(X), whole, rtol=0, atol=1e-6)
+    bad = X.astype(np.float32)
+    bad[250] = rotation_model.mean_a_
+    with pytest.raises(ValueError, match="X: row 250 is zero after centring"):
+        rotation_model.transform(bad)
+
+
+def test_transform_wrong_dimension_raises(rotation_model, cross_split):
+    with pytest.raises(ValueError, match="X: has 256 features, expected 384"):
+        rotation_model.transform(cross_split.test_b)
+
+
+def test_transform_bad_rows_raise(rotation_split, rotation_model):
+    X = rotation_split.test_a.astype(np.float32)
+    X[17, 3] = np.inf
+    with pytest.raises(ValueError, match="X: row 17"):
+        rotation_model.transform(X)
+    with pytest.raises(ValueError, match="2-D"):
+        rotation_model.transform(rotation_split.test_a[0])
+
+
+def test_not_fitted_raises():
+    model = MiniVec2Vec()
+    X = np.ones((3, 4), dtype=np.float32)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.transform(X)
+    with pytest.raises(NotFittedError):
+        model.save("never-written.map")
+
+
+# ------------------------------------------------------------------------------------ fit checks
+def test_fit_rejects_bad_input(small_data):
+    A, B = small_data
+    model = MiniVec2Vec(**LIGHT)
+    bad = A.astype(np.float32)
+    bad[12] = np.nan
+    with pytest.raises(ValueError, match="X_a: row 12"):
+        model.fit(bad, B)
+    with pytest.raises(TypeError, match="X_b"):
+        model.fit(A, B.astype(np.int32))
+    with pytest.raises(ValueError, match="X_b: has 40 rows"):
+        model.fit(A, B[:40])
+
+
+@pytest.mark.parametrize("params,match", [
+    (dict(n_clusters=2), "n_clusters"),
+    (dict(alpha=0.0), "alpha"),
+    (dict(alpha=1.5), "alpha"),
+    (dict(n_runs=0), "n_runs"),
+    (dict(refine_iter=-1), "refine_iter"),
+])
+def test_fit_rejects_bad_parameters(small_data, params, match):
+    with pytest.raises(ValueError, match=match):
+        MiniVec2Vec(**params).fit(*small_data)
+
+
+def test_get_set_params():
+    model = MiniVec2Vec(n_runs=3)
+    params = model.get_params()
+    assert params["n_runs"] == 3 and params["alpha"] == 0.5
+    assert model.set_params(alpha=0.25) is model and model.alpha == 0.25
+    with pytest.raises(ValueError, match="unknown parameter"):
+        model.set_params(bogus=1)
+    assert "n_runs=3" in repr(model)
