@@ -32,10 +32,11 @@ ROTATION_TOP1_FLOOR = 0.99
 ROTATION_MEAN_COS_FLOOR = 0.6
 # Top-1 of minilm -> semi-orthogonal projection of minilm (384 -> 256): measured 1.000.
 SEMI_ORTHOGONAL_TOP1_FLOOR = 0.95
-# Top-1 of minilm -> wordllama on the 2000 + 2000-row sample (default settings): measured
-# 0.024 for seed 0 and 0.014 for seed 1 with refine-mutual (0.033 / 0.013 without it).
-# To be set by the lead; None skips the comparison (after the fit and its structural checks).
-CROSS_MODEL_TOP1_FLOOR = None
+# Top-1 of minilm -> wordllama on the 2000 + 2000-row sample (default settings, seed 0):
+# measured 0.055 (chance: 0.001 with a pool of 1000). 2000 rows per side are too few for the
+# anchor stage on different models (at 30,904 rows per side the same settings give 0.59), so
+# this floor only guards against a broken pipeline: a random or identity-like W scores ~0.001.
+CROSS_MODEL_TOP1_FLOOR = 0.02
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -114,9 +115,6 @@ def test_cross_model_top1_on_sample(cross_split):
     assert model.W_.shape == (384, 256)
     assert_semi_orthogonal(model.W_)
     result = evaluate_model(model, cross_split)
-    if CROSS_MODEL_TOP1_FLOOR is None:
-        pytest.skip(f"CROSS_MODEL_TOP1_FLOOR not set yet (measured top1={result['top1']:.3f}, "
-                    f"mean_rank={result['mean_rank']:.1f})")
     assert result["top1"] >= CROSS_MODEL_TOP1_FLOOR, result
 
 

@@ -12,8 +12,11 @@ from .common import DEFAULT_FIT, LIGHT_FIT, fit_split
 
 
 class FitDefault:
-    """One fit with the default settings: top-1 (absolute and relative to the supervised
-    ceiling) and its wall time."""
+    """One fit with the default settings: top-1 on the 1000 test pairs and its wall time.
+
+    For scale: the supervised Procrustes ceiling on this split
+    (``protocol.supervised_ceiling(fit_split())``) has top-1 0.862.
+    """
 
     timeout = 1200
 
@@ -23,20 +26,12 @@ class FitDefault:
         model = minivec2vec.MiniVec2Vec(**DEFAULT_FIT).fit(split.train_a, split.train_b)
         seconds = time.perf_counter() - start
         scores = protocol.evaluate_model(model, split)
-        ceiling = protocol.supervised_ceiling(split)
-        return {"seconds": seconds, "top1": scores["top1"], "mean_rank": scores["mean_rank"],
-                "ceiling_top1": ceiling["top1"]}
+        return {"seconds": seconds, "top1": scores["top1"]}
 
     def track_top1(self, result):
         return result["top1"]
 
     track_top1.unit = "top-1"
-
-    def track_top1_of_ceiling(self, result):
-        """top-1 as a fraction of the supervised Procrustes ceiling on the same split."""
-        return result["top1"] / result["ceiling_top1"]
-
-    track_top1_of_ceiling.unit = "ratio"
 
     def track_fit_seconds(self, result):
         return result["seconds"]

@@ -1,20 +1,20 @@
 """Mini-batch k-means (minivec2vec.kmeans): time, peak memory and inertia."""
 import minivec2vec
 
-from .common import KMEANS_DATASETS, SEED, kmeans_data, random_rows
+from .common import KMEANS_CLUSTERS, KMEANS_DATASETS, SEED, kmeans_data, random_rows
 
 
 class KMeans:
-    """The default k-means with 500 clusters (as in refine-2): k-means++, 100 mini-batch steps
-    of 2048 rows, up to 2 Lloyd passes."""
+    """The default k-means (k-means++, 100 mini-batch steps of 2048 rows, up to 2 Lloyd
+    passes): 100 clusters on the sample, 500 (as in refine-2) on the large set."""
 
     params = [KMEANS_DATASETS]
     param_names = ["dataset"]
     timeout = 600
-    n_clusters = 500
 
     def setup(self, dataset):
         self.X = kmeans_data(dataset)
+        self.n_clusters = KMEANS_CLUSTERS[dataset]
 
     def time_kmeans(self, dataset):
         minivec2vec.kmeans(self.X, self.n_clusters, random_state=SEED)
@@ -34,7 +34,7 @@ class KMeansLloydRatio:
     """
 
     timeout = 600
-    n_clusters = 100
+    n_clusters = KMEANS_CLUSTERS["sample-5k"]
 
     def setup(self):
         self.X = kmeans_data("sample-5k")
@@ -49,21 +49,21 @@ class KMeansLloydRatio:
 
 
 class KMeansStages:
-    """The stages of a 500-cluster k-means on their own, to locate a regression.
+    """The stages of the sample's 100-cluster k-means on their own, to locate a regression.
 
     Every stage includes the final assignment of all rows (labels and inertia).
     """
 
-    params = [KMEANS_DATASETS, ["kmeans++", "minibatch", "lloyd_pass"]]
-    param_names = ["dataset", "stage"]
+    params = [["kmeans++", "minibatch", "lloyd_pass"]]
+    param_names = ["stage"]
     timeout = 600
-    n_clusters = 500
+    n_clusters = KMEANS_CLUSTERS["sample-5k"]
 
-    def setup(self, dataset, stage):
-        self.X = kmeans_data(dataset)
+    def setup(self, stage):
+        self.X = kmeans_data("sample-5k")
         self.init = random_rows(self.X, self.n_clusters)
 
-    def time_stage(self, dataset, stage):
+    def time_stage(self, stage):
         if stage == "kmeans++":
             minivec2vec.kmeans(self.X, self.n_clusters, random_state=SEED, max_iter=0,
                                lloyd_passes=0)

@@ -19,13 +19,6 @@ class Procrustes:
     def time_procrustes(self, dataset):
         minivec2vec.procrustes(self.M)
 
-    def track_orthogonality_error(self, dataset):
-        """max |W^T W - I| (float64 rounding level expected)."""
-        W = minivec2vec.procrustes(self.M)
-        return float(np.abs(W.T @ W - np.eye(W.shape[1])).max())
-
-    track_orthogonality_error.unit = "max abs"
-
 
 class NeighbourCrossCovariance:
     """sum_i x_i^T mean_j Y[nb[i, j]] for k = 50 random neighbours per row (pseudo-pairs)."""

@@ -96,6 +96,8 @@ def knn_data(name):
 # k-means: centred unit rows of minilm (as clustered inside fit)
 # ------------------------------------------------------------------------------------------
 KMEANS_DATASETS = ("sample-5k", "shared-60k")
+# clusters per data set: 500 as in refine-2 on the large set, 100 (50 rows each) on the sample
+KMEANS_CLUSTERS = {"sample-5k": 100, "shared-60k": 500}
 
 
 @functools.lru_cache(maxsize=None)
