@@ -110,9 +110,11 @@ def print_environment(args):
     print(f"minivec2vec {minivec2vec.__version__} (commit {commit}{dirty}), python "
           f"{platform.python_version()}, {platform.system()} {platform.machine()}")
     print(f"CPU: {cpu}, {os.cpu_count()} logical CPUs, threads used: {args.threads}")
-    print(f"numpy {np.__version__}, scipy {scipy.__version__}, scikit-learn {sklearn.__version__}, "
-          f"faiss {faiss_version}, numba {numba.__version__} "
-          f"(threading layer {numba.config.THREADING_LAYER}), threadpoolctl {threadpoolctl.__version__}")
+    # run one tiny parallel kernel so that Numba reports the threading layer it really uses
+    minivec2vec.kmeans(np.eye(8, dtype=np.float32), 2, random_state=SEED, n_threads=args.threads)
+    print(f"numpy {np.__version__}, scipy {scipy.__version__}, "
+          f"scikit-learn {sklearn.__version__}, faiss {faiss_version}, numba {numba.__version__} "
+          f"(threading layer {numba.threading_layer()}), threadpoolctl {threadpoolctl.__version__}")
     print("BLAS / OpenMP pools (threadpoolctl.threadpool_info()):")
     for pool in threadpool_info():
         print(f"  {pool.get('user_api', '?'):7s} {pool.get('internal_api', '?'):9s} "

@@ -15,6 +15,11 @@ from ._threads import parallel_region, resolve_n_threads
 from ._validation import check_embeddings, check_positive_int, check_random_state
 
 
+# Below this many multiply-adds per assignment pass, one thread is faster than a parallel region
+# (anchor-size clusterings: 2000 x 20 x 384 took 0.5 s on 1 thread, 1.1-1.6 s on 2 under load).
+_SMALL_WORK = 50_000_000
+
+
 def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_iter=100,
            lloyd_passes=2, init_size=None, tol=1e-4, n_threads=None):
     """Cluster the rows of X.
@@ -55,6 +60,8 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     lloyd_passes = check_positive_int(lloyd_passes, "lloyd_passes", minimum=0)
     rng = check_random_state(random_state)
     n_threads = resolve_n_threads(n_threads)
+    if n * n_clusters * d < _SMALL_WORK:
+        n_threads = 1  # a parallel region costs more than such work (results are identical)
     X32 = np.ascontiguousarray(X, dtype=np.float32)
     row_sq = np.einsum("ij,ij->i", X32, X32)
     shift_tol = tol * float(np.mean(np.var(X32, axis=0))) if lloyd_passes else 0.0
