@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import check_embeddings, check_positive_int
-from .knn import _normalise_rows, knn
+from .knn import _knn, normalise_rows
 
 
 def evaluate(mapped, targets, pool=8192, csls=False, csls_k=10, n_threads=None):
@@ -35,13 +35,13 @@ def evaluate(mapped, targets, pool=8192, csls=False, csls_k=10, n_threads=None):
         raise ValueError(f"mapped has {mapped.shape[0]} rows but targets has {targets.shape[0]}: "
                          "rows must be paired")
     n = mapped.shape[0] if pool is None else min(check_positive_int(pool, "pool"), mapped.shape[0])
-    Q = _normalise_rows(np.array(mapped[:n], dtype=np.float32))
-    T = _normalise_rows(np.array(targets[:n], dtype=np.float32))
+    Q = normalise_rows(np.array(mapped[:n], dtype=np.float32))
+    T = normalise_rows(np.array(targets[:n], dtype=np.float32))
     true_cos = np.einsum("ij,ij->i", Q, T)
     penalty = np.zeros(n, dtype=np.float32)
     if csls:
         k = min(check_positive_int(csls_k, "csls_k"), n)
-        r_t, _ = knn(T, Q, k, metric="ip", n_threads=n_threads)
+        r_t, _ = _knn(T, Q, k, metric="ip", n_threads=n_threads)
         penalty = r_t.mean(axis=1).astype(np.float32)
     ranks = np.empty(n, dtype=np.int64)
     block = 1024

@@ -63,6 +63,12 @@ def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None):
     k = check_positive_int(k, "k")
     if k > database.shape[0]:
         raise ValueError(f"k={k} is larger than the database ({database.shape[0]} rows)")
+    return _knn(queries, database, k, metric, n_threads, memory_limit)
+
+
+def _knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None):
+    """:func:`knn` without input validation, for the pipeline's own already-checked arrays
+    (the refine loops would otherwise rescan the whole database for NaN at every step)."""
     n_threads = resolve_n_threads(n_threads)
     # Block sizes are planned for the most worker buffers this process can run, not for
     # n_threads: tile shapes (hence BLAS rounding) then never depend on the thread count.
@@ -116,11 +122,11 @@ def _prepared(database, metric):
         block = database[start:start + step]
         db[start:start + step] = block
         if metric == "cosine":
-            _normalise_rows(db[start:start + step])
+            normalise_rows(db[start:start + step])
     return db
 
 
-def _normalise_rows(block):
+def normalise_rows(block):
     """In-place L2 normalisation of a float32 block; zero rows stay zero."""
     norms = np.sqrt(np.einsum("ij,ij->i", block, block))
     norms[norms == 0] = 1.0
@@ -140,7 +146,7 @@ def _search(queries, db, k, metric, n_threads, plan, normalise_tiles):
         stop = min(start + qb, n_queries)
         q = np.array(queries[start:stop], dtype=np.float32, order="C")
         if metric == "cosine":
-            _normalise_rows(q)
+            normalise_rows(q)
         buffer = np.empty(q.shape[0] * min(tile, n_database), dtype=np.float32)
         s_block, i_block = scores[start:stop], indices[start:stop]
         for t0 in range(0, n_database, tile):
@@ -148,7 +154,7 @@ def _search(queries, db, k, metric, n_threads, plan, normalise_tiles):
             d_tile = db[t0:t1]
             if normalise_tiles:
                 # always a private copy: the caller's rows are never normalised in place
-                d_tile = _normalise_rows(np.array(d_tile, dtype=np.float32, order="C"))
+                d_tile = normalise_rows(np.array(d_tile, dtype=np.float32, order="C"))
             elif d_tile.dtype != np.float32 or not d_tile.flags.c_contiguous:
                 d_tile = as_float32_block(d_tile)
             sim = buffer[:q.shape[0] * (t1 - t0)].reshape(q.shape[0], t1 - t0)
@@ -180,8 +186,8 @@ def csls_nearest(queries, database, k=10, n_threads=None, memory_limit=None):
     """
     k_db = min(k, queries.shape[0])
     k_q = min(k, database.shape[0])
-    r_q = knn(queries, database, k_q, n_threads=n_threads, memory_limit=memory_limit)[0].mean(axis=1)
-    r_db = knn(database, queries, k_db, n_threads=n_threads, memory_limit=memory_limit)[0].mean(axis=1)
+    r_q = _knn(queries, database, k_q, n_threads=n_threads, memory_limit=memory_limit)[0].mean(axis=1)
+    r_db = _knn(database, queries, k_db, n_threads=n_threads, memory_limit=memory_limit)[0].mean(axis=1)
 
     def augmented(X, scale, extra):
         out = np.empty((X.shape[0], X.shape[1] + 1), dtype=np.float32)
@@ -189,9 +195,9 @@ def csls_nearest(queries, database, k=10, n_threads=None, memory_limit=None):
         out[:, -1] = extra
         return out
 
-    forward = knn(augmented(queries, 2.0, -1.0), augmented(database, 1.0, r_db), 1,
+    forward = _knn(augmented(queries, 2.0, -1.0), augmented(database, 1.0, r_db), 1,
                   n_threads=n_threads, memory_limit=memory_limit)[1][:, 0]
-    backward = knn(augmented(database, 2.0, -1.0), augmented(queries, 1.0, r_q), 1,
+    backward = _knn(augmented(database, 2.0, -1.0), augmented(queries, 1.0, r_q), 1,
                    n_threads=n_threads, memory_limit=memory_limit)[1][:, 0]
     return forward, backward
 

@@ -147,10 +147,10 @@ class MiniVec2Vec:
         timings = {}
         t_start = time.perf_counter()
 
-        self.mean_a_ = _column_mean(X_a)
-        self.mean_b_ = _column_mean(X_b)
-        A = _centre_normalise(X_a, self.mean_a_, "X_a")
-        B = _centre_normalise(X_b, self.mean_b_, "X_b")
+        self.mean_a_ = column_mean(X_a)
+        self.mean_b_ = column_mean(X_b)
+        A = centre_normalise(X_a, self.mean_a_, "X_a")
+        B = centre_normalise(X_b, self.mean_b_, "X_b")
         self.scale_b_ = float(_mean_centred_norm(X_b, self.mean_b_))
 
         t = time.perf_counter()
@@ -215,7 +215,7 @@ class MiniVec2Vec:
         W = self.W_.astype(np.float32)
         out = np.empty((X.shape[0], W.shape[1]), dtype=np.float32)
         for start in range(0, X.shape[0], _BLOCK_ROWS):
-            block = _centre_normalise(X[start:start + _BLOCK_ROWS], self.mean_a_, "X",
+            block = centre_normalise(X[start:start + _BLOCK_ROWS], self.mean_a_, "X",
                                       row_offset=start)
             np.matmul(block, W, out=out[start:start + _BLOCK_ROWS])
         if add_mean:
@@ -271,14 +271,14 @@ def _json_safe_params(params):
     return safe
 
 
-def _column_mean(X):
+def column_mean(X):
     total = np.zeros(X.shape[1], dtype=np.float64)
     for start in range(0, X.shape[0], _BLOCK_ROWS):
         total += X[start:start + _BLOCK_ROWS].sum(axis=0, dtype=np.float64)
     return total / X.shape[0]
 
 
-def _centre_normalise(X, mean, name, row_offset=0):
+def centre_normalise(X, mean, name, row_offset=0):
     """float32 copy of X, centred with ``mean`` and L2-normalised row by row."""
     out = np.empty(X.shape, dtype=np.float32)
     mean32 = mean.astype(np.float32)

@@ -13,6 +13,7 @@ import numpy as np
 from scipy.stats import special_ortho_group
 
 from .evaluation import evaluate
+from .model import centre_normalise, column_mean
 from .procrustes import procrustes
 
 
@@ -59,5 +60,5 @@ def evaluate_model(model, s: Split, pool=None, csls=False):
 
 
 def _centre_norm(X, ref):
-    X = np.asarray(X, dtype=np.float32) - np.asarray(ref, dtype=np.float32).mean(axis=0)
-    return X / np.linalg.norm(X, axis=1, keepdims=True)
+    """X centred with the mean of ``ref`` and L2-normalised (the model's own preprocessing)."""
+    return centre_normalise(X, column_mean(ref), "X")

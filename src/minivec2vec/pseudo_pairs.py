@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .knn import knn
+from .knn import _knn, normalise_rows
 from .procrustes import neighbour_cross_covariance
 
 
 def relative_representation(X, anchors, block_rows=65536):
     """cos(X, anchors) for unit-norm rows X: (n, n_anchors) float32, computed in blocks."""
-    A = np.asarray(anchors, dtype=np.float32)
-    norms = np.linalg.norm(A, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    A_t = np.ascontiguousarray((A / norms).T)
-    out = np.empty((X.shape[0], A.shape[0]), dtype=np.float32)
+    A_t = np.ascontiguousarray(normalise_rows(np.array(anchors, dtype=np.float32)).T)
+    out = np.empty((X.shape[0], A_t.shape[1]), dtype=np.float32)
     for start in range(0, X.shape[0], block_rows):
         np.matmul(X[start:start + block_rows], A_t, out=out[start:start + block_rows])
     return out
@@ -30,6 +27,6 @@ def pseudo_pair_cross_covariance(X_a, X_b, anchors_a, anchors_b, n_neighbors, n_
     """d_a x d_b cross-covariance of every A row with the mean of its k matched B rows."""
     rel_a = relative_representation(X_a, anchors_a)
     rel_b = relative_representation(X_b, anchors_b)
-    _, neighbours = knn(rel_a, rel_b, n_neighbors, metric="cosine", n_threads=n_threads,
+    _, neighbours = _knn(rel_a, rel_b, n_neighbors, metric="cosine", n_threads=n_threads,
                         memory_limit=memory_limit)
     return neighbour_cross_covariance(X_a, X_b, neighbours, n_threads=n_threads)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kmeans import kmeans
-from .knn import csls_nearest, knn
+from .knn import _knn, csls_nearest, normalise_rows
 from .procrustes import neighbour_cross_covariance, procrustes, smoothed_update
 
 
@@ -26,7 +26,7 @@ def refine_matching(W, X_a, X_b, *, n_iter, sample_size, n_neighbors, alpha, rep
     for _ in range(n_iter):
         rows = X_a[np.sort(rng.choice(n_a, size, replace=False))]
         # X_b rows have unit norm, so ranking by inner product equals ranking by cosine
-        _, neighbours = knn(rows @ W.astype(np.float32), X_b, n_neighbors, metric="ip",
+        _, neighbours = _knn(rows @ W.astype(np.float32), X_b, n_neighbors, metric="ip",
                             n_threads=n_threads, memory_limit=memory_limit)
         W_new = procrustes(neighbour_cross_covariance(rows, X_b, neighbours, n_threads))
         W = smoothed_update(W, W_new, alpha, reproject)
@@ -50,9 +50,7 @@ def refine_mutual(W, X_a, X_b, *, n_iter, sample_size, csls_k, rng, n_threads=No
             rng.choice(X_a.shape[0], sample_size, replace=False))]
         rows_b = X_b if sample_size >= X_b.shape[0] else X_b[np.sort(
             rng.choice(X_b.shape[0], sample_size, replace=False))]
-        mapped = rows_a @ W.astype(np.float32)
-        norms = np.linalg.norm(mapped, axis=1, keepdims=True)
-        mapped /= np.maximum(norms, 1e-12)
+        mapped = normalise_rows(rows_a @ W.astype(np.float32))
         forward, backward = csls_nearest(mapped, rows_b, csls_k, n_threads, memory_limit)
         mutual = np.flatnonzero(backward[forward] == np.arange(forward.shape[0]))
         if mutual.size < 2:
