@@ -274,7 +274,7 @@ def case_knn(args, data):
 
     buffer = np.empty((min(block, n_queries), n_database), dtype=np.float32)
 
-    def gemm_only():
+    def gemm_only(buffer=buffer):
         for start in range(0, n_queries, block):
             q = Q[start:start + block]
             np.matmul(q, D.T, out=buffer[:q.shape[0]])

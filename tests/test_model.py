@@ -13,7 +13,7 @@ import pytest
 
 from conftest import assert_semi_orthogonal
 from minivec2vec import MiniVec2Vec, NotFittedError
-from minivec2vec.protocol import Split, evaluate_model, random_rotation
+from minivec2vec.protocol import Split, evaluate_model
 
 model_module = importlib.import_module("minivec2vec.model")
 

@@ -13,8 +13,13 @@ import time
 
 import numpy as np
 
-_DEFAULTS = dict(n_runs=30, n_clusters=20, n_neighbors=50, refine_iter=100, refine_sample=1000,
-                 refine_neighbors=50, alpha=0.5, refine_clusters=500)
+
+
+def _tunable_defaults():
+    """The estimator's own numeric defaults (one source of truth), each becoming a --flag."""
+    from .model import MiniVec2Vec
+    return {name: value for name, value in MiniVec2Vec().get_params().items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def _load_npy(path, what):
@@ -27,7 +32,7 @@ def _load_npy(path, what):
 
 
 def _model_params(args):
-    params = {name: getattr(args, name) for name in _DEFAULTS}
+    params = {name: getattr(args, name) for name in _tunable_defaults()}
     params.update(random_state=args.seed, n_threads=args.n_threads,
                   memory_limit=args.memory_limit, reproject=not args.no_reproject)
     return params
@@ -136,7 +141,7 @@ def build_parser():
     fit.add_argument("b", help="embeddings of model B (.npy, n_b x d_b), other texts")
     fit.add_argument("-o", "--output", required=True, help="map file to write")
     fit.add_argument("--seed", type=int, default=0)
-    for name, value in _DEFAULTS.items():
+    for name, value in _tunable_defaults().items():
         fit.add_argument("--" + name.replace("_", "-"), dest=name, type=type(value), default=value)
     fit.add_argument("--no-reproject", action="store_true",
                      help="the reference notebook's unprojected smoothing update")
