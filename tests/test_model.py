@@ -273,3 +273,19 @@ def test_get_set_params():
     with pytest.raises(ValueError, match="unknown parameter"):
         model.set_params(bogus=1)
     assert "n_runs=3" in repr(model)
+
+
+def test_fit_sample_draws_rows_and_keeps_full_means(rotation_split):
+    """fit_sample caps the rows the stages see, while the means come from every row."""
+    s = rotation_split
+    model = MiniVec2Vec(random_state=0, fit_sample=1500, n_runs=4, qap_restarts=5,
+                        refine_iter=10, refine_clusters=50, mutual_iter=2,
+                        mutual_sample=1000).fit(s.train_a, s.train_b)
+    np.testing.assert_allclose(model.mean_a_, s.train_a.astype(np.float64).mean(axis=0),
+                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.mean_b_, s.train_b.astype(np.float64).mean(axis=0),
+                               rtol=0, atol=1e-6)
+    again = MiniVec2Vec(**model.get_params()).fit(s.train_a, s.train_b)
+    np.testing.assert_array_equal(model.W_, again.W_)
+    with pytest.raises(ValueError, match="fit_sample"):
+        MiniVec2Vec(fit_sample=0).fit(s.train_a, s.train_b)

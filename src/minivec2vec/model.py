@@ -68,13 +68,17 @@ class MiniVec2Vec:
         Threads for every kernel (default: all cores). Results do not depend on it.
     memory_limit : int or str or None
         Working-memory bound for the blocked kernels (bytes or e.g. "2GB").
+    fit_sample : int, default 100000
+        Rows per side the stages work on. Larger inputs are read in full once, block by block,
+        for the means; then ``fit_sample`` rows per side are drawn uniformly without replacement
+        (the first use of ``random_state``) and every stage runs on those rows.
     """
 
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
                  n_neighbors=50, refine_iter=100, refine_sample=1000, refine_neighbors=50,
                  alpha=0.5, refine_clusters=500, mutual_iter=12, mutual_sample=10000,
                  csls_k=10, reproject=True, random_state=None,
-                 n_threads=None, memory_limit=None):
+                 n_threads=None, memory_limit=None, fit_sample=100_000):
         self.n_runs = n_runs
         self.n_clusters = n_clusters
         self.anchor_sample = anchor_sample
@@ -92,11 +96,13 @@ class MiniVec2Vec:
         self.random_state = random_state
         self.n_threads = n_threads
         self.memory_limit = memory_limit
+        self.fit_sample = fit_sample
 
     # ------------------------------------------------------------------ parameters
     _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
                     "refine_iter", "refine_sample", "refine_neighbors", "alpha",
-                    "refine_clusters", "mutual_iter", "mutual_sample", "csls_k", "reproject", "random_state", "n_threads", "memory_limit")
+                    "refine_clusters", "mutual_iter", "mutual_sample", "csls_k", "reproject", "random_state", "n_threads", "memory_limit",
+                    "fit_sample")
 
     def get_params(self, deep=True):
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
@@ -115,7 +121,8 @@ class MiniVec2Vec:
 
     def _check_params(self):
         for name in ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
-                     "refine_sample", "refine_neighbors", "mutual_sample", "csls_k"):
+                     "refine_sample", "refine_neighbors", "mutual_sample", "csls_k",
+                     "fit_sample"):
             check_positive_int(getattr(self, name), name)
         for name in ("refine_iter", "refine_clusters", "mutual_iter"):
             check_positive_int(getattr(self, name), name, minimum=0)
@@ -134,21 +141,36 @@ class MiniVec2Vec:
         self._check_params()
         X_a = check_embeddings(X_a, "X_a", min_rows=2)
         X_b = check_embeddings(X_b, "X_b", min_rows=2)
+        self._check_rows(X_a.shape[0], X_b.shape[0])
+        rng = check_random_state(self.random_state)
+        t_start = time.perf_counter()
+        mean_a, mean_b = column_mean(X_a), column_mean(X_b)
+        rows_a = sample_rows(X_a, self.fit_sample, rng)
+        rows_b = sample_rows(X_b, self.fit_sample, rng)
+        return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
+                              seconds_reading=time.perf_counter() - t_start)
+
+    def _check_rows(self, n_a, n_b):
         min_rows = max(self.n_clusters, self.n_neighbors, self.refine_neighbors,
                        self.refine_clusters)
-        for name, X in (("X_a", X_a), ("X_b", X_b)):
-            if X.shape[0] < min_rows:
-                raise ValueError(f"{name}: has {X.shape[0]} rows, but the settings need at least "
+        for name, n in (("X_a", n_a), ("X_b", n_b)):
+            if n < min_rows:
+                raise ValueError(f"{name}: has {n} rows, but the settings need at least "
                                  f"{min_rows} (n_clusters, n_neighbors, refine_neighbors, "
                                  f"refine_clusters)")
-        rng = check_random_state(self.random_state)
+
+    def _fit_rows(self, X_a, X_b, mean_a, mean_b, rng, seconds_reading=0.0):
+        """Run every stage on the (sampled) rows X_a, X_b, centred with the means of ALL rows.
+
+        Input adapters (files, shards, Dask) compute the means and draw the rows, then call this.
+        """
         n_threads = resolve_n_threads(self.n_threads)
         memory_limit = parse_memory(self.memory_limit)
-        timings = {}
-        t_start = time.perf_counter()
+        timings = {"read_and_sample": seconds_reading}
+        t_start = time.perf_counter() - seconds_reading
 
-        self.mean_a_ = column_mean(X_a)
-        self.mean_b_ = column_mean(X_b)
+        self.mean_a_ = np.asarray(mean_a, dtype=np.float64)
+        self.mean_b_ = np.asarray(mean_b, dtype=np.float64)
         A = centre_normalise(X_a, self.mean_a_, "X_a")
         B = centre_normalise(X_b, self.mean_b_, "X_b")
         self.scale_b_ = float(_mean_centred_norm(X_b, self.mean_b_))
@@ -269,6 +291,15 @@ def _json_safe_params(params):
             value = None
         safe[name] = value
     return safe
+
+
+def sample_rows(X, n_rows, rng):
+    """X itself when it has at most ``n_rows`` rows, else ``n_rows`` of its rows drawn uniformly
+    without replacement (in file order, so memory-mapped inputs are read forwards)."""
+    if X.shape[0] <= n_rows:
+        return X
+    chosen = np.sort(rng.choice(X.shape[0], size=n_rows, replace=False))
+    return X[chosen]
 
 
 def column_mean(X):
