@@ -8,7 +8,7 @@ ext_modules = [
         "minivec2vec._core",
         sources=sorted(["csrc/bindings.cpp"]),
         include_dirs=["csrc"],
-        depends=["csrc/topk.hpp"],
+        depends=["csrc/topk.hpp", "csrc/knn_int8.hpp"],
         cxx_std=17,
         extra_compile_args=["-O3", "-fvisibility=hidden"],
     ),

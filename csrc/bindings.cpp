@@ -5,10 +5,12 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "knn_int8.hpp"
 #include "topk.hpp"
 
 namespace py = pybind11;
@@ -107,6 +109,75 @@ py::tuple merge_topk(const py::array &scores_a, const py::array &indices_a,
     return py::make_tuple(out_s, out_i);
 }
 
+void check_heaps(const py::array &scores, const py::array &indices, int64_t n_rows, const char *who) {
+    check_matrix<float>(scores, "scores", true);
+    check_matrix<int64_t>(indices, "indices", true);
+    const int64_t k = scores.shape(1);
+    if (scores.shape(0) != n_rows || indices.shape(0) != n_rows || indices.shape(1) != k) {
+        throw py::value_error(std::string(who) + ": queries have " + std::to_string(n_rows) +
+                              " rows but scores/indices have shapes (" +
+                              std::to_string(scores.shape(0)) + ", " + std::to_string(k) + ") / (" +
+                              std::to_string(indices.shape(0)) + ", " +
+                              std::to_string(indices.shape(1)) + ")");
+    }
+    if (k < 1) throw py::value_error(std::string(who) + ": k must be >= 1");
+    if ((n_rows > 1 && scores.strides(0) != k * static_cast<int64_t>(sizeof(float))) ||
+        (n_rows > 1 && indices.strides(0) != k * static_cast<int64_t>(sizeof(int64_t)))) {
+        throw py::value_error(std::string(who) + ": scores and indices must be C-contiguous");
+    }
+}
+
+int64_t row_stride(const py::array &a) {
+    return a.shape(0) > 1 ? a.strides(0) / static_cast<int64_t>(a.itemsize()) : a.shape(1);
+}
+
+std::unique_ptr<mv2v::int8::PackedDatabase> pack_int8(const py::array &rows) {
+    check_matrix<float>(rows, "rows", false);
+    if (rows.shape(0) > 1 && rows.strides(0) % static_cast<int64_t>(sizeof(float)) != 0) {
+        throw py::value_error("rows: row stride is not a multiple of 4 bytes");
+    }
+    auto packed = std::make_unique<mv2v::int8::PackedDatabase>();
+    const float *data = static_cast<const float *>(rows.data());
+    const int64_t n = rows.shape(0), d = rows.shape(1), ld = row_stride(rows);
+    {
+        py::gil_scoped_release release;
+        mv2v::int8::pack_database(data, ld, n, d, *packed);
+    }
+    return packed;
+}
+
+void search_int8(const py::array &queries, const mv2v::int8::PackedDatabase &packed,
+                 const py::array &rows, int64_t offset, py::array &scores, py::array &indices) {
+#if defined(MV2V_X86) && defined(__GNUC__)
+    if (!mv2v::int8::cpu_has_vnni()) {
+        throw std::runtime_error("search_int8: this CPU has no AVX-512 VNNI; use the BLAS path");
+    }
+    check_matrix<float>(queries, "queries", false);
+    check_matrix<float>(rows, "rows", false);
+    if (rows.shape(0) != packed.n_rows || rows.shape(1) != packed.n_features) {
+        throw py::value_error("search_int8: rows have shape (" + std::to_string(rows.shape(0)) + ", " +
+                              std::to_string(rows.shape(1)) + ") but the packed database was built from (" +
+                              std::to_string(packed.n_rows) + ", " + std::to_string(packed.n_features) + ")");
+    }
+    if (queries.shape(1) != packed.n_features) {
+        throw py::value_error("search_int8: queries have " + std::to_string(queries.shape(1)) +
+                              " features, the database " + std::to_string(packed.n_features));
+    }
+    const int64_t m = queries.shape(0);
+    check_heaps(scores, indices, m, "search_int8");
+    const float *q = static_cast<const float *>(queries.data());
+    const float *r = static_cast<const float *>(rows.data());
+    float *s = static_cast<float *>(scores.mutable_data());
+    int64_t *ix = static_cast<int64_t *>(indices.mutable_data());
+    const int64_t ldq = row_stride(queries), ldr = row_stride(rows), k = scores.shape(1);
+    py::gil_scoped_release release;
+    mv2v::int8::search_block(q, ldq, m, packed, r, ldr, offset, s, ix, k);
+#else
+    (void)queries; (void)packed; (void)rows; (void)offset; (void)scores; (void)indices;
+    throw std::runtime_error("search_int8: not built for this CPU; use the BLAS path");
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -118,6 +189,22 @@ PYBIND11_MODULE(_core, m) {
 tile: float32 (n_rows, n_cols), rows contiguous; offset: global index of column 0;
 scores/indices: float32/int64 (n_rows, k) C-contiguous heaps, initialised to
 -inf / -1. Releases the GIL.)doc");
+    py::class_<mv2v::int8::PackedDatabase>(m, "Int8Database",
+        "A float32 database quantised row by row to int8 codes, packed for search_int8.")
+        .def(py::init(&pack_int8), py::arg("rows"),
+             "Quantise and pack float32 rows (n, d), rows contiguous. Releases the GIL.")
+        .def_readonly("n_rows", &mv2v::int8::PackedDatabase::n_rows)
+        .def_readonly("n_features", &mv2v::int8::PackedDatabase::n_features)
+        .def_property_readonly("nbytes", &mv2v::int8::PackedDatabase::bytes);
+    m.def("has_vnni", &mv2v::int8::cpu_has_vnni,
+          "True when this CPU can run search_int8 (AVX-512 VNNI).");
+    m.def("search_int8", &search_int8, py::arg("queries"), py::arg("packed"), py::arg("rows"),
+          py::arg("offset"), py::arg("scores"), py::arg("indices"),
+          R"doc(Exact top-k by inner product, screened with int8 dot products (in place).
+
+queries: float32 (m, d) rows contiguous; packed: Int8Database of `rows`; rows: the float32
+(n, d) database the exact scores are taken from; offset: global index of row 0;
+scores/indices: running heaps as for fold_tile. Releases the GIL.)doc");
     m.def("sort_topk", &sort_topk, py::arg("scores"), py::arg("indices"),
           "Sort running top-k heaps in place into best-first order (ties: lower index first).");
     m.def("merge_topk", &merge_topk, py::arg("scores_a"), py::arg("indices_a"), py::arg("scores_b"),

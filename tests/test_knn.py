@@ -10,6 +10,14 @@ from minivec2vec import knn, merge_topk
 
 # the package re-exports the function ``knn`` under the submodule's name
 knn_module = importlib.import_module("minivec2vec.knn")
+ENGINES = ["blas"] + (["int8"] if knn_module._core.has_vnni() else [])
+
+
+@pytest.fixture(params=ENGINES, autouse=True)
+def engine(request, monkeypatch):
+    """Every test of this module runs once per engine this CPU has: both must be exact."""
+    monkeypatch.setattr(knn_module, "ENGINE", request.param)
+    return request.param
 
 
 # ------------------------------------------------------------------------------------ oracle
@@ -111,7 +119,8 @@ def test_knn_real_sample_self_search_finds_itself(minilm):
     X = minilm[:1500]
     scores, indices = knn(X, X, 1, metric="cosine")
     # a few texts may be exact duplicates: then the lower index wins and the score is still 1
-    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-6)
+    # (to float32 rounding of a 384-term dot product of unit rows: a few ulps)
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=4e-6)
     exact_self = indices[:, 0] == np.arange(1500)
     dup = ~exact_self
     assert exact_self.mean() > 0.99
@@ -213,7 +222,10 @@ class _TileSpy:
 
 @pytest.mark.parametrize("metric,dtype", [("ip", np.float32), ("cosine", np.float32),
                                           ("ip", np.float16)])
-def test_small_memory_limit_gives_smaller_tiles_and_same_result(rng, monkeypatch, metric, dtype):
+def test_small_memory_limit_gives_smaller_tiles_and_same_result(rng, monkeypatch, metric, dtype,
+                                                                engine):
+    if engine != "blas":
+        pytest.skip("similarity tiles exist only in the BLAS engine")
     Q = rng.standard_normal((300, 32)).astype(dtype)
     D = rng.standard_normal((5000, 32)).astype(dtype)
     spy = _TileSpy(knn_module._core)
@@ -225,6 +237,42 @@ def test_small_memory_limit_gives_smaller_tiles_and_same_result(rng, monkeypatch
     assert max(spy.widths) < knn_module.DATABASE_TILE, "memory_limit did not shrink the tiles"
     np.testing.assert_array_equal(indices, ref_indices)
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-6, atol=1e-6)
+    assert_matches_brute_force(scores, indices, Q, D, 7, metric,
+                               atol=1e-4 if metric == "ip" else 2e-6)
+
+
+class _ChunkSpy:
+    """Stands in for the compiled module and records the rows of every packed int8 chunk."""
+
+    def __init__(self, core):
+        self._core = core
+        self.chunks = []
+
+    def Int8Database(self, rows):
+        self.chunks.append(rows.shape[0])
+        return self._core.Int8Database(rows)
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+
+@pytest.mark.parametrize("metric,dtype", [("ip", np.float32), ("cosine", np.float32),
+                                          ("ip", np.float16)])
+def test_small_memory_limit_gives_smaller_int8_chunks_and_same_result(rng, monkeypatch, metric,
+                                                                      dtype, engine):
+    if engine != "int8":
+        pytest.skip("database chunks exist only in the int8 engine")
+    Q = rng.standard_normal((300, 32)).astype(dtype)
+    D = rng.standard_normal((5000, 32)).astype(dtype)
+    spy = _ChunkSpy(knn_module._core)
+    monkeypatch.setattr(knn_module, "_core", spy)
+    ref_scores, ref_indices = knn(Q, D, 7, metric=metric)
+    assert spy.chunks == [5000]
+    spy.chunks.clear()
+    scores, indices = knn(Q, D, 7, metric=metric, memory_limit="250kB")
+    assert len(spy.chunks) > 1 and sum(spy.chunks) == 5000, spy.chunks
+    np.testing.assert_array_equal(indices, ref_indices)
+    np.testing.assert_array_equal(scores, ref_scores)
     assert_matches_brute_force(scores, indices, Q, D, 7, metric,
                                atol=1e-4 if metric == "ip" else 2e-6)
 
