@@ -191,6 +191,23 @@ def test_wrong_dimensions_raise(rng):
         knn(Q, D[None], 1)
 
 
+def test_unknown_engine_raises(rng):
+    Q = rng.standard_normal((4, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="engine"):
+        knn(Q, Q, 1, engine="gpu")
+
+
+def test_engines_agree_on_real_sample(minilm):
+    """Both engines are exact: the same neighbours on real vectors (scores to float32 rounding)."""
+    if "int8" not in ENGINES:
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    Q, D = minilm[4000:4500], minilm[:4000]
+    s_int8, i_int8 = knn(Q, D, 20, metric="cosine", engine="int8")
+    s_blas, i_blas = knn(Q, D, 20, metric="cosine", engine="blas")
+    assert (i_int8 != i_blas).mean() < 1e-3  # only float32 near-ties may swap
+    np.testing.assert_allclose(s_int8, s_blas, rtol=0, atol=4e-6)
+
+
 def test_unknown_metric_raises(rng):
     D = rng.standard_normal((10, 4)).astype(np.float32)
     with pytest.raises(ValueError, match="metric"):

@@ -2,6 +2,7 @@
 import numpy as np
 
 import minivec2vec
+from minivec2vec import _core
 
 from .common import KNN_DATASETS, knn_data
 
@@ -70,3 +71,28 @@ class KNNVariants:
 
     def time_knn(self, dataset, variant):
         minivec2vec.knn(self.queries, self.database, 50, **self.options)
+
+
+class KNNEngines:
+    """The two exact engines side by side on the default search (k = 50, inner product): the
+    int8-screened VNNI kernel and BLAS tiles with the fused top-k."""
+
+    params = [KNN_DATASETS, ["int8", "blas"]]
+    param_names = ["dataset", "engine"]
+    timeout = 300
+
+    def setup(self, dataset, engine):
+        if engine == "int8" and not _core.has_vnni():
+            raise NotImplementedError("this CPU has no AVX-512 VNNI")
+        self.queries, self.database = knn_data(dataset)
+
+    def time_knn(self, dataset, engine):
+        minivec2vec.knn(self.queries, self.database, 50, engine=engine)
+
+    def track_recall(self, dataset, engine):
+        """Recall@50 of the first 256 queries against float64 brute force (1.0 up to ties)."""
+        queries = self.queries[:256]
+        _, found = minivec2vec.knn(queries, self.database, 50, engine=engine)
+        return recall(found, brute_force_topk(queries, self.database, 50))
+
+    track_recall.unit = "recall"

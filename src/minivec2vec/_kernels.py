@@ -92,22 +92,71 @@ def cluster_sums(X,         # IN  (n, d)
 
 
 @numba.njit(
-    types.void(f32_2d, f64_1d, f64_2d, f64_1d),
-    parallel=True, cache=True, nogil=True,
+    [types.void(x, i64_1d, f32_2d, f64_1d, f64_2d) for x in (f32_2d, f32_2d_ro)],
+    cache=True, nogil=True,
 )
-def minibatch_update(centers,        # INOUT (c, d)
-                     center_counts,  # INOUT (c,) rows absorbed so far (per-center learning rate)
-                     batch_sums,     # IN    (c, d) sums of this batch's rows per center
-                     batch_counts):  # IN    (c,)
-    c, d = centers.shape
-    for j in prange(c):
+def minibatch_step(batch,          # IN    (b, d) rows of this step
+                   labels,         # IN    (b,) their nearest centers
+                   centers,        # INOUT (c, d)
+                   center_counts,  # INOUT (c,) rows absorbed so far (per-center learning rate)
+                   sums):          # SCRATCH (c, d) float64
+    """One mini-batch center update: each center moves to the running mean of every row it has
+    absorbed. Serial on purpose: b x d additions (2048 x 384 = 0.8 M) cost less than waking a
+    thread pool, and rows are added in index order, so the result is deterministic."""
+    b, d = batch.shape
+    c = centers.shape[0]
+    batch_counts = np.zeros(c, dtype=np.int64)
+    for i in range(b):
+        j = labels[i]
+        if batch_counts[j] == 0:
+            for t in range(d):
+                sums[j, t] = 0.0
+        batch_counts[j] += 1
+        row = batch[i]
+        for t in range(d):
+            sums[j, t] += row[t]
+    for j in range(c):
         m = batch_counts[j]
         if m == 0:
             continue
         total = center_counts[j] + m
         for t in range(d):
-            centers[j, t] = (centers[j, t] * center_counts[j] + batch_sums[j, t]) / total
+            centers[j, t] = (centers[j, t] * center_counts[j] + sums[j, t]) / total
         center_counts[j] = total
+
+
+@numba.njit(
+    types.float64(f32_2d, f64_1d, numba.int64, f64_1d, f64_1d, numba.boolean),
+    parallel=True, cache=True, nogil=True,
+)
+def seeding_potential(dots,      # IN  (t, n) candidate-row inner products
+                      row_sq,    # IN  (n,) squared norms of the rows
+                      t,         # IN  which candidate (row of dots)
+                      cand_sq,   # IN  (t,) squared norms of the candidates
+                      closest,   # INOUT (n,) squared distance of each row to its nearest center
+                      update):   # IN  True: closest <- min(closest, distance to candidate t)
+    """k-means++ potential sum_i min(closest_i, |x_i - c_t|^2) of one candidate, and optionally
+    the update of ``closest``. Fixed chunks, partial sums added in chunk order: deterministic."""
+    n = dots.shape[1]
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    partial = np.zeros(n_chunks, dtype=np.float64)
+    for chunk in prange(n_chunks):
+        start = chunk * CHUNK
+        stop = min(start + CHUNK, n)
+        acc = 0.0
+        for i in range(start, stop):
+            dist = max(row_sq[i] + cand_sq[t] - 2.0 * dots[t, i], 0.0)
+            if dist < closest[i]:
+                if update:
+                    closest[i] = dist
+                acc += dist
+            else:
+                acc += closest[i]
+        partial[chunk] = acc
+    total = 0.0
+    for chunk in range(n_chunks):
+        total += partial[chunk]
+    return total
 
 
 # --------------------------------------------------------------------------------------------

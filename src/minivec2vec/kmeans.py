@@ -88,8 +88,7 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
             rows = np.sort(rng.choice(n, step_size, replace=False))
             batch = X32[rows]
             _kernels.assign_labels(batch, row_sq[rows], centers, _sqnorms(centers), labels, sq)
-            _kernels.cluster_sums(batch, labels, sums, batch_counts)
-            _kernels.minibatch_update(centers, counts, sums, batch_counts)
+            _kernels.minibatch_step(batch, labels, centers, counts, sums)
 
         labels = np.empty(n, dtype=np.int64)
         sq = np.empty(n, dtype=np.float32)
@@ -122,7 +121,11 @@ def _lloyd_update(centers, sums, counts, X32, sq_distances):
 
 
 def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
-    """Greedy k-means++ (Arthur & Vassilvitskii): each step keeps the best of a few candidates."""
+    """Greedy k-means++ (Arthur & Vassilvitskii): each step keeps the best of a few candidates.
+
+    The candidates' inner products with every row come from one small GEMM; their potentials
+    and the update of the nearest-center distances are one fused, parallel Numba pass each.
+    """
     n = X.shape[0]
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
@@ -130,8 +133,9 @@ def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
     centers = np.empty((n_clusters, X.shape[1]), dtype=np.float32)
     first = int(rng.integers(n))
     centers[0] = X[first]
-    closest = np.maximum(x_sq + x_sq[first] - 2.0 * (X @ X[first]).astype(np.float64), 0.0)
-    potential = closest.sum()
+    closest = np.full(n, np.inf)
+    potential = _kernels.seeding_potential(np.ascontiguousarray((X @ X[first])[None, :]), x_sq, 0,
+                                           x_sq[first:first + 1], closest, True)
     for c in range(1, n_clusters):
         if potential <= 0:
             # fewer distinct rows than clusters: pick remaining centers uniformly
@@ -140,12 +144,10 @@ def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
             cum = np.cumsum(closest)
             cand = np.searchsorted(cum, rng.random(n_local_trials) * cum[-1])
             cand = np.minimum(cand, n - 1)
-        d_cand = np.maximum(x_sq[cand, None] + x_sq[None, :]
-                            - 2.0 * (X[cand] @ X.T).astype(np.float64), 0.0)
-        np.minimum(d_cand, closest[None, :], out=d_cand)
-        pots = d_cand.sum(axis=1)
+        dots = X[cand] @ X.T
+        pots = [_kernels.seeding_potential(dots, x_sq, t, x_sq[cand], closest, False)
+                for t in range(cand.size)]
         best = int(np.argmin(pots))
         centers[c] = X[cand[best]]
-        closest = d_cand[best]
-        potential = pots[best]
+        potential = _kernels.seeding_potential(dots, x_sq, best, x_sq[cand], closest, True)
     return centers

@@ -46,7 +46,7 @@ def _worker_pool(n_threads):
         return pool
 
 
-def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None):
+def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, engine=None):
     """Exact k nearest neighbours of every query row among the database rows.
 
     Parameters
@@ -60,6 +60,9 @@ def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None):
         Worker threads (default: all cores Numba may use). Results do not depend on it.
     memory_limit : int or str, optional
         Upper bound on the working memory of the call (bytes or e.g. "512MB"); tile sizes follow.
+    engine : {"int8", "blas"}, optional
+        Default: ``"int8"`` where the CPU has AVX-512 VNNI, else ``"blas"``. Both are exact
+        (see the module docstring); scores may differ in the last float32 bits between them.
 
     Returns
     -------
@@ -68,12 +71,17 @@ def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None):
     """
     if metric not in _METRICS:
         raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
+    if engine is not None and engine not in _ENGINES:
+        raise ValueError(f"engine: expected one of {_ENGINES}, got {engine!r}")
+    if engine == "int8" and not _core.has_vnni():
+        raise ValueError("engine='int8' needs a CPU with AVX-512 VNNI; this one has none "
+                         "(use engine='blas' or the default)")
     queries = check_embeddings(queries, "queries")
     database = check_embeddings(database, "database", n_features=queries.shape[1])
     k = check_positive_int(k, "k")
     if k > database.shape[0]:
         raise ValueError(f"k={k} is larger than the database ({database.shape[0]} rows)")
-    return _knn(queries, database, k, metric, n_threads, memory_limit)
+    return _knn(queries, database, k, metric, n_threads, memory_limit, engine)
 
 
 def _knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, engine=None):

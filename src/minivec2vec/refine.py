@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kmeans import kmeans
-from .knn import _knn, csls_nearest, normalise_rows
+from .knn import PreparedDatabase, _knn, csls_nearest, normalise_rows
 from .procrustes import neighbour_cross_covariance, procrustes, smoothed_update
 
 
@@ -23,10 +23,12 @@ def refine_matching(W, X_a, X_b, *, n_iter, sample_size, n_neighbors, alpha, rep
     """Refine-1. X_a, X_b: centred unit-norm float32 rows. Returns the new W."""
     n_a = X_a.shape[0]
     size = min(sample_size, n_a)
+    # X_b rows have unit norm, so ranking by inner product equals ranking by cosine; they are
+    # searched n_iter times, so they are packed for the kNN kernel once
+    database = PreparedDatabase(X_b, "ip")
     for _ in range(n_iter):
         rows = X_a[np.sort(rng.choice(n_a, size, replace=False))]
-        # X_b rows have unit norm, so ranking by inner product equals ranking by cosine
-        _, neighbours = _knn(rows @ W.astype(np.float32), X_b, n_neighbors, metric="ip",
+        _, neighbours = _knn(rows @ W.astype(np.float32), database, n_neighbors, metric="ip",
                             n_threads=n_threads, memory_limit=memory_limit)
         W_new = procrustes(neighbour_cross_covariance(rows, X_b, neighbours, n_threads))
         W = smoothed_update(W, W_new, alpha, reproject)
