@@ -127,7 +127,7 @@ def minibatch_step(batch,          # IN    (b, d) rows of this step
 
 @numba.njit(
     types.float64(f32_2d, f64_1d, numba.int64, f64_1d, f64_1d, numba.boolean),
-    parallel=True, cache=True, nogil=True,
+    cache=True, nogil=True,
 )
 def seeding_potential(dots,      # IN  (t, n) candidate-row inner products
                       row_sq,    # IN  (n,) squared norms of the rows
@@ -136,26 +136,18 @@ def seeding_potential(dots,      # IN  (t, n) candidate-row inner products
                       closest,   # INOUT (n,) squared distance of each row to its nearest center
                       update):   # IN  True: closest <- min(closest, distance to candidate t)
     """k-means++ potential sum_i min(closest_i, |x_i - c_t|^2) of one candidate, and optionally
-    the update of ``closest``. Fixed chunks, partial sums added in chunk order: deterministic."""
+    the update of ``closest``. Serial on purpose: n additions (the seeding sample, ~10^4 rows)
+    cost microseconds, less than waking a thread pool; the sum runs in row order."""
     n = dots.shape[1]
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    partial = np.zeros(n_chunks, dtype=np.float64)
-    for chunk in prange(n_chunks):
-        start = chunk * CHUNK
-        stop = min(start + CHUNK, n)
-        acc = 0.0
-        for i in range(start, stop):
-            dist = max(row_sq[i] + cand_sq[t] - 2.0 * dots[t, i], 0.0)
-            if dist < closest[i]:
-                if update:
-                    closest[i] = dist
-                acc += dist
-            else:
-                acc += closest[i]
-        partial[chunk] = acc
     total = 0.0
-    for chunk in range(n_chunks):
-        total += partial[chunk]
+    for i in range(n):
+        dist = max(row_sq[i] + cand_sq[t] - 2.0 * dots[t, i], 0.0)
+        if dist < closest[i]:
+            if update:
+                closest[i] = dist
+            total += dist
+        else:
+            total += closest[i]
     return total
 
 
