@@ -154,3 +154,6 @@ def test_dask_procrustes_equals_in_memory(client, rng):
     Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
     np.testing.assert_allclose(W, procrustes(Xc.T @ Yc), rtol=0, atol=1e-10)
     assert np.abs(W - R).max() < 0.01
+    Y[1717, 3] = np.inf
+    with pytest.raises(ValueError, match="Y: row 1717 contains NaN or Inf"):
+        dask_procrustes(da.from_array(X, chunks=700), da.from_array(Y, chunks=700))

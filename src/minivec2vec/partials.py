@@ -26,7 +26,7 @@ _BLOCK_ROWS = 65536        # rows summed at once (float64 sums of input-dtype bl
 _CROSS_BLOCK_ROWS = 8192   # rows converted to float64 at once for the cross-covariance
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ProcrustesPartial:
     """Partial sums of a set of rows (see the module docstring); all sums are float64."""
 
