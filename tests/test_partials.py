@@ -33,7 +33,8 @@ def test_one_sided_partials_merge_to_the_column_means(rng, minilm):
 def test_paired_partials_merge_to_the_centred_procrustes(rng):
     n, d_a, d_b = 2500, 12, 7
     X = rng.standard_normal((n, d_a)) + 3.0
-    Y = X[:, :d_b] @ np.linalg.qr(rng.standard_normal((d_b, d_b)))[0] + 0.1 * rng.standard_normal((n, d_b)) - 5.0
+    R = np.linalg.qr(rng.standard_normal((d_b, d_b)))[0]
+    Y = X[:, :d_b] @ R + 0.1 * rng.standard_normal((n, d_b)) - 5.0
     cuts = _split_points(rng, n, 4)
     parts = [procrustes_partial(x, y) for x, y in zip(np.split(X, cuts), np.split(Y, cuts))]
     forward = functools.reduce(merge_procrustes_partials, parts)

@@ -103,7 +103,7 @@ def summed_partial(X, Y=None):
 def dask_procrustes(X, Y, centre=True):
     """Supervised (semi-)orthogonal Procrustes W (d_a x d_b, numpy) of PAIRED dask arrays:
     row i of X maps to row i of Y. Only the d_a x d_b partial sums reach the client."""
-    dask, da = _import_dask()
+    _, da = _import_dask()
     X = check_dask_embeddings(da.asarray(X), "X")
     Y = check_dask_embeddings(da.asarray(Y), "Y")
     if X.shape[0] != Y.shape[0]:
