@@ -1,15 +1,22 @@
 """minivec2vec: unsupervised alignment of two embedding spaces (mini-vec2vec) on CPUs.
 
 Public API: :class:`MiniVec2Vec` (fit / transform / save / load), :func:`evaluate`, and the
-kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`.
+kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`; the partial states
+of the method (:mod:`minivec2vec.partials`) and their Dask drivers :func:`dask_knn`,
+:func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
 """
 from ._mapfile import MapFileError
 from .evaluation import evaluate
 from .kmeans import kmeans
 from .knn import knn, merge_topk
 from .model import MiniVec2Vec, NotFittedError
+from .partials import (ProcrustesPartial, finalize_procrustes, merge_procrustes_partials,
+                       partial_means, procrustes_partial, topk_partial)
 from .procrustes import neighbour_cross_covariance, procrustes
+from ._dask import dask_knn, dask_procrustes
 
 __all__ = ["MiniVec2Vec", "NotFittedError", "MapFileError", "evaluate", "kmeans", "knn",
-           "merge_topk", "procrustes", "neighbour_cross_covariance"]
+           "merge_topk", "procrustes", "neighbour_cross_covariance", "ProcrustesPartial",
+           "procrustes_partial", "merge_procrustes_partials", "partial_means",
+           "finalize_procrustes", "topk_partial", "dask_knn", "dask_procrustes"]
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import numpy as np
@@ -11,6 +12,7 @@ from ._threads import resolve_n_threads, single_threaded_blas
 from ._validation import (check_embeddings, check_positive_int, check_random_state,
                           parse_memory)
 from .anchors import match_anchors
+from .partials import partial_means, procrustes_partial
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
 from .refine import refine_clusters, refine_matching, refine_mutual
@@ -139,6 +141,14 @@ class MiniVec2Vec:
 
     def _fit(self, X_a, X_b):
         self._check_params()
+        if is_dask_array(X_a) or is_dask_array(X_b):
+            from . import _dask
+            rng = check_random_state(self.random_state)
+            t_start = time.perf_counter()
+            rows_a, rows_b, mean_a, mean_b = _dask.read_and_sample(
+                X_a, X_b, self.fit_sample, rng, self._check_rows)
+            return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
+                                  seconds_reading=time.perf_counter() - t_start)
         X_a = check_embeddings(X_a, "X_a", min_rows=2)
         X_b = check_embeddings(X_b, "X_b", min_rows=2)
         self._check_rows(X_a.shape[0], X_b.shape[0])
@@ -225,7 +235,7 @@ class MiniVec2Vec:
             raise NotFittedError("this MiniVec2Vec is not fitted yet: call fit() or load() first")
 
     def transform(self, X, add_mean=False):
-        """Map rows of space A into space B.
+        """Map rows of space A into space B (a dask array gives a lazy dask array).
 
         X is centred with A's TRAINING mean, L2-normalised and multiplied by W. The result has
         unit-scale rows in B's centred frame; with ``add_mean=True`` it is rescaled to the mean
@@ -233,17 +243,12 @@ class MiniVec2Vec:
         to raw B vectors. Returns float32 of shape (n, d_b).
         """
         self._check_fitted()
+        if is_dask_array(X):
+            from . import _dask
+            return _dask.transform(self, X, add_mean)
         X = check_embeddings(X, "X", n_features=self.n_features_a_)
-        W = self.W_.astype(np.float32)
-        out = np.empty((X.shape[0], W.shape[1]), dtype=np.float32)
-        for start in range(0, X.shape[0], _BLOCK_ROWS):
-            block = centre_normalise(X[start:start + _BLOCK_ROWS], self.mean_a_, "X",
-                                      row_offset=start)
-            np.matmul(block, W, out=out[start:start + _BLOCK_ROWS])
-        if add_mean:
-            out *= np.float32(self.scale_b_)
-            out += self.mean_b_.astype(np.float32)
-        return out
+        return map_rows(X, self.W_.astype(np.float32), self.mean_a_, self.mean_b_,
+                        self.scale_b_, add_mean)
 
     def fit_transform(self, X_a, X_b):
         return self.fit(X_a, X_b).transform(X_a)
@@ -296,17 +301,41 @@ def _json_safe_params(params):
 def sample_rows(X, n_rows, rng):
     """X itself when it has at most ``n_rows`` rows, else ``n_rows`` of its rows drawn uniformly
     without replacement (in file order, so memory-mapped inputs are read forwards)."""
-    if X.shape[0] <= n_rows:
-        return X
-    chosen = np.sort(rng.choice(X.shape[0], size=n_rows, replace=False))
-    return X[chosen]
+    chosen = sample_row_indices(X.shape[0], n_rows, rng)
+    return X if chosen is None else X[chosen]
+
+
+def sample_row_indices(n_total, n_rows, rng):
+    """None when ``n_total <= n_rows`` (take every row, rng untouched), else ``n_rows`` sorted
+    row indices drawn uniformly without replacement."""
+    if n_total <= n_rows:
+        return None
+    return np.sort(rng.choice(n_total, size=n_rows, replace=False))
 
 
 def column_mean(X):
-    total = np.zeros(X.shape[1], dtype=np.float64)
+    """float64 column means, from the one-sided Procrustes partial of X's rows."""
+    return partial_means(procrustes_partial(X))[0]
+
+
+def map_rows(X, W32, mean_a, mean_b, scale_b, add_mean, row_offset=0):
+    """The transform of the rows X (checked): centre with mean_a, L2-normalise, times W32
+    (float32); with ``add_mean`` rescaled by scale_b and mean_b added. float32 (n, d_b)."""
+    out = np.empty((X.shape[0], W32.shape[1]), dtype=np.float32)
     for start in range(0, X.shape[0], _BLOCK_ROWS):
-        total += X[start:start + _BLOCK_ROWS].sum(axis=0, dtype=np.float64)
-    return total / X.shape[0]
+        block = centre_normalise(X[start:start + _BLOCK_ROWS], mean_a, "X",
+                                  row_offset=row_offset + start)
+        np.matmul(block, W32, out=out[start:start + _BLOCK_ROWS])
+    if add_mean:
+        out *= np.float32(scale_b)
+        out += np.asarray(mean_b).astype(np.float32)
+    return out
+
+
+def is_dask_array(X):
+    """True for a dask.array.Array (without importing dask: none exists if it is not loaded)."""
+    dask_array = sys.modules.get("dask.array")
+    return dask_array is not None and isinstance(X, dask_array.Array)
 
 
 def centre_normalise(X, mean, name, row_offset=0):
