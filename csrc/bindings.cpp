@@ -19,7 +19,7 @@ namespace {
 
 template <typename T>
 void check_matrix(const py::array &a, const char *name, bool writeable) {
-    if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>())) {
+    if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().equal(py::dtype::of<T>())) {
         throw py::type_error(std::string(name) + ": expected dtype " +
                              std::string(py::str(py::dtype::of<T>())) + ", got " +
                              std::string(py::str(a.dtype())));

@@ -400,3 +400,14 @@ def test_knn_thread_invariant(minilm, metric, memory_limit):
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_array_equal(s1, s2)
     assert s1.tobytes() == s2.tobytes()
+
+
+def test_knn_accepts_unpickled_float32_arrays(rng):
+    """Arrays that crossed a process boundary (Dask workers) carry an equal but distinct
+    float32 dtype object: the kernels must take them as float32, not reject or copy them."""
+    import pickle
+    Q = rng.standard_normal((40, 24)).astype(np.float32)
+    D = pickle.loads(pickle.dumps(rng.standard_normal((500, 24)).astype(np.float32)))
+    assert D.dtype is not np.dtype(np.float32)
+    scores, indices = knn(pickle.loads(pickle.dumps(Q)), D, 5)
+    assert_matches_brute_force(scores, indices, Q, D, 5, "ip", atol=1e-4)
