@@ -233,3 +233,25 @@ def test_fit_on_strided_float64_read_only_makes_no_extra_copy(rotation_split):
     np.testing.assert_allclose(strided.W_, plain.W_, atol=1e-4)
     # a silent float64 (or float32) copy of one input would add at least A32.nbytes
     assert peak_strided - peak_plain < A32.nbytes / 2, (peak_strided, peak_plain)
+
+
+def test_cli_apply_refuses_bad_map_and_pickled_input_leaving_nothing(tmp_path, capsys):
+    bad_map = tmp_path / "bad.map"
+    bad_map.write_bytes(b"PK\x03\x04 truncated")
+    X = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    assert main(["apply", str(bad_map), str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.npy")]) == 2
+    assert "not a minivec2vec map file" in capsys.readouterr().err
+    model = MiniVec2Vec()
+    model.W_ = np.eye(8)
+    model.mean_a_ = model.mean_b_ = np.zeros(8)
+    model.anchors_a_ = model.anchors_b_ = np.eye(8, dtype=np.float32)
+    model.anchor_scores_ = np.ones(1)
+    model.scale_b_, model.timings_, model.n_features_a_, model.n_features_b_ = 1.0, {}, 8, 8
+    model.save(tmp_path / "m.map")
+    evil = np.empty((5, 8), dtype=object)
+    np.save(tmp_path / "evil.npy", evil, allow_pickle=True)
+    assert main(["apply", str(tmp_path / "m.map"), str(tmp_path / "evil.npy"), "-o",
+                 str(tmp_path / "o.npy")]) == 2
+    assert "is not a readable .npy array" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.map", "evil.npy", "m.map", "x.npy"]
