@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from minivec2vec import MapFileError, MiniVec2Vec
+from minivec2vec import (MapFileError, MapFileVersionError, MiniVec2Vec, MiniVec2VecError,
+                         OutputPathError)
 
 ARRAYS = ("W_", "mean_a_", "mean_b_", "anchors_a_", "anchors_b_", "anchor_scores_")
 
@@ -187,7 +188,7 @@ def test_newer_version_raises(saved):
     meta["version"] = 999
     members["meta.json"] = json.dumps(meta).encode()
     write_members(saved, members)
-    with pytest.raises(MapFileError, match=r"newer minivec2vec .*version 999"):
+    with pytest.raises(MapFileVersionError, match=r"newer minivec2vec .*version 999"):
         MiniVec2Vec.load(saved)
 
 
@@ -248,7 +249,7 @@ def test_inconsistent_shapes_raise(saved):
 # ------------------------------------------------------------------------------------ paths
 def test_save_into_missing_directory_raises_and_leaves_nothing(tmp_path, model):
     target = tmp_path / "does" / "not" / "exist" / "model.map"
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(OutputPathError, match="does not exist"):
         model.save(target)
     assert list(tmp_path.rglob("*")) == []
 
@@ -277,3 +278,147 @@ def test_load_missing_path_raises_file_not_found(tmp_path):
 def test_load_a_directory_raises(tmp_path):
     with pytest.raises((MapFileError, IsADirectoryError)):
         MiniVec2Vec.load(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ more refusal
+def test_exception_hierarchy_keeps_builtin_bases():
+    """Existing ``except ValueError`` / ``except OSError`` code keeps catching these."""
+    assert issubclass(MapFileError, ValueError) and issubclass(MapFileError, MiniVec2VecError)
+    assert issubclass(MapFileVersionError, MapFileError)
+    assert issubclass(OutputPathError, OSError)
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "1", 1.0, None])
+def test_invalid_version_raises(saved, version):
+    members = read_members(saved)
+    meta = json.loads(members["meta.json"])
+    meta["version"] = version
+    members["meta.json"] = json.dumps(meta).encode()
+    write_members(saved, members)
+    with pytest.raises(MapFileError, match="invalid format version") as info:
+        MiniVec2Vec.load(saved)
+    assert not isinstance(info.value, MapFileVersionError)
+
+
+@pytest.mark.parametrize("key", ["arrays", "params", "extra"])
+def test_meta_fields_of_the_wrong_type_raise(saved, key):
+    members = read_members(saved)
+    meta = json.loads(members["meta.json"])
+    meta[key] = ["not", "a", "mapping"]
+    members["meta.json"] = json.dumps(meta).encode()
+    write_members(saved, members, fix_checksums=False)
+    with pytest.raises(MapFileError, match=f"'{key}' is not a mapping"):
+        MiniVec2Vec.load(saved)
+
+
+def test_meta_json_that_is_not_an_object_raises(saved):
+    members = read_members(saved)
+    members["meta.json"] = b"[1, 2, 3]"
+    write_members(saved, members, fix_checksums=False)
+    with pytest.raises(MapFileError, match="not a minivec2vec map file"):
+        MiniVec2Vec.load(saved)
+
+
+def test_meta_json_not_utf8_raises(saved):
+    members = read_members(saved)
+    members["meta.json"] = b"\xff\xfe{\x00"
+    write_members(saved, members, fix_checksums=False)
+    with pytest.raises(MapFileError, match="corrupt meta.json"):
+        MiniVec2Vec.load(saved)
+
+
+@pytest.mark.parametrize("cut", [10, 60, -8])
+def test_truncated_npy_member_with_matching_checksum_raises(saved, cut):
+    """The checksum in meta.json is recomputed, so only the .npy parser can notice."""
+    members = read_members(saved)
+    members["W_.npy"] = members["W_.npy"][:cut]
+    write_members(saved, members)
+    with pytest.raises(MapFileError, match="'W_' is not a valid .npy array"):
+        MiniVec2Vec.load(saved)
+
+
+def test_npy_member_with_wrong_magic_raises(saved):
+    members = read_members(saved)
+    members["W_.npy"] = b"NOTNPY" + members["W_.npy"][6:]
+    write_members(saved, members)
+    with pytest.raises(MapFileError, match="'W_' is not a valid .npy array.*magic"):
+        MiniVec2Vec.load(saved)
+
+
+@pytest.mark.parametrize("bad", [
+    lambda W: W.astype(np.int64),
+    lambda W: W.astype(np.complex128),
+    lambda W: np.where(np.eye(W.shape[0], dtype=bool), np.nan, W),
+])
+def test_arrays_must_be_finite_floats(saved, bad):
+    members = read_members(saved)
+    W = np.lib.format.read_array(io.BytesIO(members["W_.npy"]))
+    members["W_.npy"] = npy_bytes(bad(W))
+    write_members(saved, members)
+    with pytest.raises(MapFileError, match="'W_' is not finite floating point"):
+        MiniVec2Vec.load(saved)
+
+
+def test_non_numeric_scale_raises(saved):
+    members = read_members(saved)
+    meta = json.loads(members["meta.json"])
+    meta["extra"]["scale_b_"] = "big"
+    members["meta.json"] = json.dumps(meta).encode()
+    write_members(saved, members)
+    with pytest.raises(MapFileError, match="scale_b_ is not a number"):
+        MiniVec2Vec.load(saved)
+
+
+def test_transposed_array_shapes_raise(saved):
+    members = read_members(saved)
+    W = np.lib.format.read_array(io.BytesIO(members["W_.npy"]))
+    members["W_.npy"] = npy_bytes(np.zeros((W.shape[0], W.shape[1] + 1)))
+    write_members(saved, members)
+    with pytest.raises(MapFileError, match="inconsistent array shapes"):
+        MiniVec2Vec.load(saved)
+
+
+def test_file_never_contains_pickle_opcodes(saved):
+    """Every .npy member has a plain numeric dtype, and the header says so."""
+    for name, data in read_members(saved).items():
+        if name.endswith(".npy"):
+            buf = io.BytesIO(data)
+            np.lib.format.read_magic(buf)
+            _, _, dtype = np.lib.format.read_array_header_1_0(buf)
+            assert not dtype.hasobject and dtype.kind == "f", name
+
+
+# ------------------------------------------------------------------------------------ output paths
+def test_save_onto_a_directory_raises(tmp_path, model):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(OutputPathError, match="is a directory"):
+        model.save(tmp_path / "taken")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+def test_save_below_a_regular_file_raises(tmp_path, model):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputPathError, match="does not exist"):
+        model.save(tmp_path / "file" / "model.map")
+
+
+def test_save_into_unwritable_directory_raises(tmp_path, model, monkeypatch):
+    """A directory that refuses new files. As root permissions do not apply, so the refusal
+    (EACCES from creating the probe file) is simulated there."""
+    target = tmp_path / "locked"
+    target.mkdir()
+    if os.geteuid() != 0:
+        target.chmod(0o500)
+    else:
+        import tempfile
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        with pytest.raises(OutputPathError, match="is not writable.*Permission denied"):
+            model.save(target / "model.map")
+    finally:
+        target.chmod(0o700)
+    assert list(target.iterdir()) == []

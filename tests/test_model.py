@@ -23,7 +23,7 @@ model_module = importlib.import_module("minivec2vec.model")
 FIT_THREADS = 1
 
 # Light settings for tests about mechanics, not quality.
-LIGHT = dict(n_runs=5, refine_iter=20, refine_clusters=50, qap_restarts=10)
+LIGHT = dict(n_runs=5, n_clusters=10, refine_iter=20, refine_clusters=50, qap_restarts=10)
 
 # Top-1 of minilm -> rotated minilm (default settings, seed 0): measured 1.000.
 ROTATION_TOP1_FLOOR = 0.99

@@ -170,3 +170,99 @@ def test_bad_n_threads_raises(n_threads, exc):
     X = np.ones((4, 3), dtype=np.float32)
     with pytest.raises(exc, match="n_threads"):
         knn(X, X, 1, n_threads=n_threads)
+
+
+# ------------------------------------------------------------------------------------ exception types
+import minivec2vec as _mv  # noqa: E402
+from minivec2vec import (DimensionMismatchError, DtypeError, InputError,  # noqa: E402
+                         MemoryLimitError, MiniVec2VecError, NonFiniteError, ShapeError,
+                         TooFewRowsError, ZeroRowError)
+
+
+def test_hierarchy_keeps_builtin_bases_and_is_exported():
+    for cls in (InputError, NonFiniteError, ZeroRowError, ShapeError, DimensionMismatchError,
+                TooFewRowsError):
+        assert issubclass(cls, ValueError) and issubclass(cls, MiniVec2VecError)
+    assert issubclass(DtypeError, TypeError) and issubclass(DtypeError, MiniVec2VecError)
+    assert issubclass(MemoryLimitError, MemoryError)
+    assert issubclass(_mv.OutputPathError, OSError)
+    assert issubclass(_mv.NotFittedError, RuntimeError)
+    for name in ("MiniVec2VecError", "InputError", "NonFiniteError", "ZeroRowError", "ShapeError",
+                 "DimensionMismatchError", "TooFewRowsError", "DtypeError", "MapFileError",
+                 "MapFileVersionError", "OutputPathError", "MemoryLimitError", "NotFittedError"):
+        assert name in _mv.__all__ and isinstance(getattr(_mv, name), type)
+
+
+@pytest.mark.parametrize("X,exc,match", [
+    (np.array([[1.0, np.nan]]), NonFiniteError, "row 0 contains NaN or Inf"),
+    (np.zeros((0, 3), dtype=np.float32), ShapeError, "is empty"),
+    (np.zeros((3, 0), dtype=np.float32), ShapeError, "0 features"),
+    (np.ones(4, dtype=np.float32), ShapeError, "2-D"),
+    (np.ones((2, 2, 2), dtype=np.float32), ShapeError, "2-D"),
+    (np.ones((2, 2), dtype=np.int32), DtypeError, "int32"),
+    (np.ones((2, 2), dtype=np.complex128), DtypeError, "complex128"),
+    (np.array([[1.0, None]], dtype=object), DtypeError, "object"),
+    ([[1.0, None]], DtypeError, "object"),
+])
+def test_each_problem_has_its_type(X, exc, match):
+    with pytest.raises(exc, match=match):
+        check_embeddings(X, "emb")
+
+
+def test_zero_rows_are_named_when_asked():
+    X = np.ones((300, 4), dtype=np.float16)
+    X[211] = 0
+    assert check_embeddings(X, "emb") is X                     # kernels accept zero rows
+    with pytest.raises(ZeroRowError, match="emb: row 211 is all zeros"):
+        check_embeddings(X, "emb", reject_zero_rows=True)
+    X[5, 0] = np.inf                                           # the earlier problem is named
+    with pytest.raises(NonFiniteError, match="row 5"):
+        check_embeddings(X, "emb", reject_zero_rows=True)
+
+
+def test_row_checks_work_block_by_block():
+    """The NaN and zero-row checks never build a full-size temporary: they see blocks."""
+    from minivec2vec._validation import check_rows
+    X = np.ones((1000, 3), dtype=np.float32)
+    X[999] = 0
+    seen = []
+
+    class Spy(np.ndarray):
+        def __getitem__(self, item):
+            out = super().__getitem__(item)
+            if isinstance(item, slice):
+                seen.append(out.shape[0])
+            return out
+
+    with pytest.raises(ZeroRowError, match="row 999"):
+        check_rows(X.view(Spy), "X", nonzero=True, block_rows=128)
+    assert max(seen) == 128 and sum(seen) == 1000
+
+
+def test_model_rejects_all_zero_rows(rotation_split):
+    A = np.array(rotation_split.train_a[:1000])
+    B = rotation_split.train_b[:1000]
+    A[321] = 0
+    with pytest.raises(ZeroRowError, match="X_a: row 321 is all zeros"):
+        _mv.MiniVec2Vec().fit(A, B)
+    model = _mv.MiniVec2Vec()
+    model.W_, model.mean_a_ = np.eye(384), np.zeros(384)
+    model.mean_b_, model.scale_b_, model.n_features_a_ = np.zeros(384), 1.0, 384
+    with pytest.raises(ZeroRowError, match="X: row 2 is all zeros"):
+        model.transform(np.vstack([A[:2], np.zeros((1, 384), np.float16)]))
+
+
+def test_too_few_rows_and_k_larger_than_database():
+    X = np.random.default_rng(0).standard_normal((10, 3)).astype(np.float32)
+    with pytest.raises(TooFewRowsError, match="k=11 is larger than the database"):
+        knn(X, X, 11)
+    with pytest.raises(TooFewRowsError, match="n_clusters=11 is larger than the number of rows"):
+        kmeans(X, 11)
+    with pytest.raises(DimensionMismatchError, match="database: has 4 features, expected 3"):
+        knn(X, np.ones((5, 4), dtype=np.float32), 1)
+
+
+def test_memory_limit_too_small_for_one_block_in_knn():
+    X = np.random.default_rng(0).standard_normal((500, 32)).astype(np.float32)
+    with pytest.raises(MemoryLimitError, match="memory_limit=1000 bytes is too small"):
+        knn(X, X, 10, memory_limit=1000)

@@ -5,11 +5,14 @@ kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`; the
 of the method (:mod:`minivec2vec.partials`) and their Dask drivers :func:`dask_knn`,
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
 """
-from ._mapfile import MapFileError
+from . import _threads  # noqa: F401  (first: selects the Numba threading layer, see there)
+from ._errors import (DimensionMismatchError, DtypeError, InputError, MapFileError,
+                      MapFileVersionError, MemoryLimitError, MiniVec2VecError, NonFiniteError,
+                      NotFittedError, OutputPathError, ShapeError, TooFewRowsError, ZeroRowError)
 from .evaluation import evaluate
 from .kmeans import kmeans
 from .knn import knn, merge_topk
-from .model import MiniVec2Vec, NotFittedError
+from .model import MiniVec2Vec
 from .partials import (ProcrustesPartial, finalize_procrustes, merge_procrustes_partials,
                        partial_means, procrustes_partial, topk_partial)
 from .procrustes import neighbour_cross_covariance, procrustes
@@ -18,5 +21,9 @@ from ._dask import dask_knn, dask_procrustes
 __all__ = ["MiniVec2Vec", "NotFittedError", "MapFileError", "evaluate", "kmeans", "knn",
            "merge_topk", "procrustes", "neighbour_cross_covariance", "ProcrustesPartial",
            "procrustes_partial", "merge_procrustes_partials", "partial_means",
-           "finalize_procrustes", "topk_partial", "dask_knn", "dask_procrustes"]
+           "finalize_procrustes", "topk_partial", "dask_knn", "dask_procrustes",
+           # exceptions (see _errors.py for the hierarchy)
+           "MiniVec2VecError", "InputError", "NonFiniteError", "ZeroRowError", "ShapeError",
+           "DimensionMismatchError", "TooFewRowsError", "DtypeError", "MapFileVersionError",
+           "OutputPathError", "MemoryLimitError"]
 __version__ = "0.1.0"

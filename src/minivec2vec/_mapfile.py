@@ -15,21 +15,16 @@ import zipfile
 
 import numpy as np
 
+from ._errors import MapFileError, MapFileVersionError
+from ._validation import check_output_path
+
 FORMAT_NAME = "minivec2vec-map"
 FORMAT_VERSION = 1
 
 
-class MapFileError(ValueError):
-    """The map file is missing, corrupt, truncated, from a newer version, or not a map file."""
-
-
 def write_map(path, params: dict, arrays: dict, extra: dict) -> None:
-    path = os.fspath(path)
+    path = check_output_path(path, "map file")
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write map file {path!r}: directory {directory!r} does not exist")
-    if not os.access(directory, os.W_OK):
-        raise PermissionError(f"cannot write map file {path!r}: directory {directory!r} is not writable")
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "params": params, "extra": extra,
             "arrays": {}}
     payloads = {}
@@ -73,12 +68,15 @@ def read_map(path):
         if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
             raise MapFileError(f"{path!r} is not a minivec2vec map file")
         version = meta.get("version")
-        if not isinstance(version, int):
-            raise MapFileError(f"{path!r}: missing format version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise MapFileError(f"{path!r}: missing or invalid format version {version!r}")
         if version > FORMAT_VERSION:
-            raise MapFileError(f"{path!r} was written by a newer minivec2vec (map format version "
+            raise MapFileVersionError(f"{path!r} was written by a newer minivec2vec (map format version "
                                f"{version}; this version reads up to {FORMAT_VERSION}): upgrade "
                                "minivec2vec to read it")
+        for key in ("arrays", "params", "extra"):
+            if not isinstance(meta.get(key, {}), dict):
+                raise MapFileError(f"{path!r}: corrupt meta.json ({key!r} is not a mapping)")
         arrays = {}
         for name, digest in meta.get("arrays", {}).items():
             try:
@@ -87,8 +85,26 @@ def read_map(path):
                 raise MapFileError(f"{path!r}: array {name!r} is missing or unreadable ({exc})") from None
             if hashlib.sha256(data).hexdigest() != digest:
                 raise MapFileError(f"{path!r}: checksum mismatch for array {name!r} (file corrupt)")
-            try:
-                arrays[name] = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-            except ValueError as exc:
-                raise MapFileError(f"{path!r}: array {name!r} cannot be read without pickle ({exc})") from None
+            arrays[name] = _read_npy(data, path, name)
     return meta.get("params", {}), arrays, meta.get("extra", {})
+
+
+def _read_npy(data: bytes, path, name):
+    """One .npy member: the header is inspected first, so pickled (object) content is refused
+    without ever being unpickled, and a malformed array gets its own message."""
+    buf = io.BytesIO(data)
+    try:
+        major, minor = np.lib.format.read_magic(buf)
+        if (major, minor) == (1, 0):
+            _, _, dtype = np.lib.format.read_array_header_1_0(buf)
+        else:
+            _, _, dtype = np.lib.format.read_array_header_2_0(buf)
+    except (ValueError, EOFError, OSError) as exc:
+        raise MapFileError(f"{path!r}: array {name!r} is not a valid .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise MapFileError(f"{path!r}: array {name!r} cannot be read without pickle (it holds "
+                           "Python objects; refused)")
+    try:
+        return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise MapFileError(f"{path!r}: array {name!r} is not a valid .npy array ({exc})") from None

@@ -13,6 +13,67 @@ import threading
 import numba
 from threadpoolctl import ThreadpoolController
 
+# ---- The Numba threading layer: chosen here, once. --------------------------------------------
+# The package imports this module before any kernel module, so this runs before any parallel
+# kernel is compiled or launched. Our parallel kernels are launched from several Python threads
+# at once (the anchor runs run side by side; users call transform/knn/kmeans from their own
+# threads), so the layer must accept concurrent launches. Numba's layers:
+#   tbb       - concurrent launches and forked children both safe (needs the `tbb` package);
+#   omp       - concurrent launches safe; with GNU OpenMP a forked child that launches a kernel
+#               after its parent did is aborted (use multiprocessing "spawn"/"forkserver");
+#   workqueue - ABORTS THE PROCESS on concurrent launches ("Concurrent access has been detected").
+# Order: tbb if it loads, else omp, else workqueue as a last resort (e.g. macOS wheels without
+# libomp) -- and then every parallel region takes one process-wide lock, so concurrent calls
+# are serialised instead of aborting. A NUMBA_THREADING_LAYER set by the user is respected (the
+# lock still protects workqueue). The layer does not change results: kernels split work in
+# fixed chunks whatever runs them.
+PREFERRED_THREADING_LAYERS = ["tbb", "omp", "workqueue"]
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER_PRIORITY = list(PREFERRED_THREADING_LAYERS)
+    numba.config.THREADING_LAYER = "default"   # = the first of the priority list that loads
+
+_layer_guard = None
+_layer_guard_lock = threading.Lock()
+_layer_pid = None            # the process that loaded the layer
+_layer_fork_unsafe = False   # GNU OpenMP: kernels abort the process in a forked child
+
+
+def threading_layer() -> str:
+    """The Numba threading layer in use ('tbb', 'omp' or 'workqueue'), loading it if needed."""
+    numba.get_num_threads()        # launches Numba's thread pool (the layer) on first use
+    return numba.threading_layer()
+
+
+def _kernel_guard():
+    """A process-wide lock when the layer is workqueue (not thread-safe), else a no-op."""
+    global _layer_guard, _layer_pid, _layer_fork_unsafe
+    if _layer_guard is None:
+        with _layer_guard_lock:
+            if _layer_guard is None:
+                layer = threading_layer()
+                _layer_pid = os.getpid()
+                if layer == "omp":
+                    from numba.np.ufunc import omppool
+                    _layer_fork_unsafe = getattr(omppool, "openmp_vendor", "GNU") == "GNU"
+                _layer_guard = (threading.RLock() if layer == "workqueue"
+                                else contextlib.nullcontext())
+    return _layer_guard
+
+
+def check_kernels_can_run():
+    """Call before launching a Numba parallel kernel. In a child forked after GNU OpenMP
+    started in the parent, the kernel would kill the process ("fork() called from a process
+    already using GNU OpenMP, this is unsafe"): raise a clear error instead. The C++ kNN and
+    transform do not use Numba and keep working in such children."""
+    _kernel_guard()
+    if _layer_fork_unsafe and os.getpid() != _layer_pid:
+        raise RuntimeError(
+            "minivec2vec: this process was forked after Numba's GNU OpenMP threading layer "
+            "started in its parent, and OpenMP cannot run in such a child (it would abort the "
+            "process). Start worker processes with multiprocessing's 'spawn' or 'forkserver' "
+            "method, or install the `tbb` package (fork-safe layer, picked automatically).")
+
+
 _controller = None
 _controller_lock = threading.Lock()
 
@@ -55,12 +116,15 @@ def parallel_region(n_threads: int):
 
 @contextlib.contextmanager
 def numba_threads(n_threads: int):
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n_threads)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
+    """Numba kernels launched inside use ``n_threads`` (Numba's count is per calling thread);
+    under the workqueue layer the region also holds the process-wide kernel lock."""
+    with _kernel_guard():
+        previous = numba.get_num_threads()
+        numba.set_num_threads(n_threads)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)
 
 
 @contextlib.contextmanager

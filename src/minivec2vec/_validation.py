@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import numbers
+import os
 import re
+import tempfile
 
 import numpy as np
+
+from ._errors import (DimensionMismatchError, DtypeError, NonFiniteError, OutputPathError,
+                      ShapeError, TooFewRowsError, ZeroRowError)
 
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -12,43 +17,84 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 
 
 def check_embeddings(X, name: str, *, min_rows: int = 1, n_features: int | None = None,
-                     check_finite: bool = True) -> np.ndarray:
-    """Return ``X`` as a 2-D floating array (no copy for float16/32/64 arrays).
+                     check_finite: bool = True, reject_zero_rows: bool = False) -> np.ndarray:
+    """Return ``X`` as a 2-D floating array (no copy for float16/32/64 arrays, whatever their
+    strides or writeability).
 
-    Raises TypeError for non-float dtypes and ValueError for a wrong shape, too few rows,
-    a feature count different from ``n_features``, or NaN/Inf values.
+    Raises DtypeError (a TypeError) for non-float dtypes; ShapeError for an array that is not
+    2-D, has no rows or no features; TooFewRowsError for fewer than ``min_rows`` rows;
+    DimensionMismatchError for a feature count other than ``n_features``; NonFiniteError for
+    NaN/Inf and, with ``reject_zero_rows``, ZeroRowError for an all-zero row (all ValueErrors).
     """
     if not isinstance(X, np.ndarray):
         if hasattr(X, "__array__") or isinstance(X, (list, tuple)):
             X = np.asarray(X)
         else:
-            raise TypeError(f"{name}: expected a 2-D numpy array, got {type(X).__name__}")
+            raise DtypeError(f"{name}: expected a 2-D numpy array, got {type(X).__name__}")
     if X.dtype.type not in _FLOAT_KINDS:
-        raise TypeError(f"{name}: expected a float16, float32 or float64 array, got dtype {X.dtype}")
+        raise DtypeError(f"{name}: expected a float16, float32 or float64 array, got dtype {X.dtype}")
     if X.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_rows, n_features), got {X.ndim}-D "
+        raise ShapeError(f"{name}: expected a 2-D array (n_rows, n_features), got {X.ndim}-D "
                          f"with shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ShapeError(f"{name}: is empty (0 rows)")
     if X.shape[1] == 0:
-        raise ValueError(f"{name}: has 0 features")
+        raise ShapeError(f"{name}: has 0 features")
     if X.shape[0] < min_rows:
-        raise ValueError(f"{name}: has {X.shape[0]} rows, at least {min_rows} are needed")
+        raise TooFewRowsError(f"{name}: has {X.shape[0]} rows, at least {min_rows} are needed")
     if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{name}: has {X.shape[1]} features, expected {n_features}")
-    if check_finite:
-        check_finite_rows(X, name)
+        raise DimensionMismatchError(f"{name}: has {X.shape[1]} features, expected {n_features}")
+    if check_finite or reject_zero_rows:
+        check_rows(X, name, finite=check_finite, nonzero=reject_zero_rows)
     return X
 
 
 def check_finite_rows(X: np.ndarray, name: str, block_rows: int = 65536,
                       row_offset: int = 0) -> None:
-    """Raise ValueError naming the first row holding NaN or Inf (checked block by block);
+    """Raise NonFiniteError naming the first row holding NaN or Inf (checked block by block);
     ``row_offset`` is the global index of X's first row (X being one block of a larger array)."""
+    check_rows(X, name, finite=True, nonzero=False, block_rows=block_rows, row_offset=row_offset)
+
+
+def check_rows(X: np.ndarray, name: str, *, finite: bool = True, nonzero: bool = False,
+               block_rows: int = 65536, row_offset: int = 0) -> None:
+    """One pass over X in blocks (never a full-size temporary): NonFiniteError naming the first
+    row holding NaN or Inf, ZeroRowError naming the first all-zero row (row numbers count from
+    ``row_offset``)."""
     for start in range(0, X.shape[0], block_rows):
         block = X[start:start + block_rows]
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            row = row_offset + start + int(np.argmin(finite))
-            raise ValueError(f"{name}: row {row} contains NaN or Inf")
+        if finite:
+            ok = np.isfinite(block).all(axis=1)
+            if not ok.all():
+                row = row_offset + start + int(np.argmin(ok))
+                raise NonFiniteError(f"{name}: row {row} contains NaN or Inf")
+        if nonzero:
+            ok = block.any(axis=1)
+            if not ok.all():
+                row = row_offset + start + int(np.argmin(ok))
+                raise ZeroRowError(f"{name}: row {row} is all zeros (an empty or failed "
+                                   "embedding has no direction to align)")
+
+
+def check_output_path(path, what: str = "output") -> str:
+    """Fail before any work if ``path`` cannot be written: its directory must exist and accept
+    a new file (probed by creating and removing a temporary file), and ``path`` must not be a
+    directory. Raises OutputPathError (an OSError)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OutputPathError(f"{what}: {path!r} is a directory, not a file")
+    if not os.path.isdir(directory):
+        raise OutputPathError(f"{what}: cannot write {path!r}: directory {directory!r} does not "
+                              "exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".minivec2vec-probe-", dir=directory)
+    except OSError as exc:
+        raise OutputPathError(f"{what}: cannot write {path!r}: directory {directory!r} is not "
+                              f"writable ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def as_float32_block(X: np.ndarray) -> np.ndarray:

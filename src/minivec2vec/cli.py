@@ -39,7 +39,9 @@ def _model_params(args):
 
 
 def _cmd_fit(args):
+    from ._validation import check_output_path
     from .model import MiniVec2Vec
+    check_output_path(args.output, "output")   # before a fit of minutes, not after
     X_a = _load_npy(args.a, "A")
     X_b = _load_npy(args.b, "B")
     model = MiniVec2Vec(**_model_params(args))
@@ -52,13 +54,12 @@ def _cmd_fit(args):
 
 
 def _cmd_apply(args):
+    from ._validation import check_output_path
     from .model import MiniVec2Vec
+    out_path = check_output_path(args.output, "output")
     model = MiniVec2Vec.load(args.map)
     X = _load_npy(args.input, "input")
-    out_path = args.output
     directory = os.path.dirname(os.path.abspath(out_path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"output: directory {directory!r} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".minivec2vec-", suffix=".npy.tmp", dir=directory)
     os.close(fd)
     try:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
-from ._threads import parallel_region, resolve_n_threads
+from ._errors import ShapeError, TooFewRowsError
+from ._threads import check_kernels_can_run, parallel_region, resolve_n_threads
 from ._validation import check_embeddings, check_positive_int, check_random_state
 
 
@@ -54,7 +55,7 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     n, d = X.shape
     n_clusters = check_positive_int(n_clusters, "n_clusters")
     if n_clusters > n:
-        raise ValueError(f"n_clusters={n_clusters} is larger than the number of rows ({n})")
+        raise TooFewRowsError(f"n_clusters={n_clusters} is larger than the number of rows ({n})")
     batch_size = check_positive_int(batch_size, "batch_size")
     max_iter = check_positive_int(max_iter, "max_iter", minimum=0)
     lloyd_passes = check_positive_int(lloyd_passes, "lloyd_passes", minimum=0)
@@ -73,9 +74,10 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     else:
         centers = check_embeddings(init, "init", n_features=d)
         if centers.shape[0] != n_clusters:
-            raise ValueError(f"init: has {centers.shape[0]} rows, expected n_clusters={n_clusters}")
+            raise ShapeError(f"init: has {centers.shape[0]} rows, expected n_clusters={n_clusters}")
         centers = np.array(centers, dtype=np.float32, order="C")
 
+    check_kernels_can_run()
     with parallel_region(n_threads):
 
         counts = np.zeros(n_clusters, dtype=np.float64)

@@ -16,12 +16,14 @@ number of queries only, so results are bit-identical whatever the thread count.
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import _core
+from ._errors import MemoryLimitError, TooFewRowsError
 from ._threads import max_worker_threads, parallel_region, resolve_n_threads
 from ._validation import (as_float32_block, check_embeddings, check_positive_int,
                           parse_memory)
@@ -34,6 +36,18 @@ DATABASE_TILE = 2048     # database rows per similarity tile (upper bound)
 _MIN_TILE = 64
 _pools: dict = {}
 _pools_lock = threading.Lock()
+
+
+def _forget_pools_after_fork():
+    """A forked child inherits the pool objects but not their threads: tasks submitted there
+    would wait forever. The child starts with no pools (and a fresh lock)."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def _worker_pool(n_threads):
@@ -80,7 +94,7 @@ def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, en
     database = check_embeddings(database, "database", n_features=queries.shape[1])
     k = check_positive_int(k, "k")
     if k > database.shape[0]:
-        raise ValueError(f"k={k} is larger than the database ({database.shape[0]} rows)")
+        raise TooFewRowsError(f"k={k} is larger than the database ({database.shape[0]} rows)")
     return _knn(queries, database, k, metric, n_threads, memory_limit, engine)
 
 
@@ -134,6 +148,17 @@ def _usable_rows(database, metric):
             and (database.shape[0] <= 1 or database.strides[0] % 4 == 0))
 
 
+def plan_knn(n_queries, n_database, d, k, memory_limit, copy_database, engine=None):
+    """The block plan of one kNN call (engine's own), raising MemoryLimitError before any work
+    when ``memory_limit`` cannot hold one block. Lets callers check a whole pipeline up front."""
+    engine = ENGINE if engine is None else engine
+    memory_limit = parse_memory(memory_limit)
+    if engine == "int8":
+        return _plan_int8(n_queries, n_database, d, k, max_worker_threads(), memory_limit,
+                          copy_database)
+    return _plan(n_queries, n_database, d, k, max_worker_threads(), memory_limit, copy_database)
+
+
 def _plan_int8(n_queries, n_database, d, k, n_threads, memory_limit, copy_rows):
     """Database chunk rows for the int8 engine; raise before any work if one chunk cannot fit."""
     query_block = int(min(QUERY_BLOCK, max(16, -(-n_queries // 8))))
@@ -146,8 +171,8 @@ def _plan_int8(n_queries, n_database, d, k, n_threads, memory_limit, copy_rows):
         chunk = min(n_database, room // per_row if room > 0 else 0)
         if chunk < min(n_database, _MIN_TILE):
             need = fixed + n_threads * per_thread + per_row * min(n_database, _MIN_TILE)
-            raise MemoryError(f"memory_limit={memory_limit} bytes is too small for knn: the "
-                              f"output and queries need {fixed} bytes and one block {need} bytes")
+            raise MemoryLimitError(f"memory_limit={memory_limit} bytes is too small for knn: "
+                                   f"the output needs {fixed} bytes and one block {need} bytes")
         if chunk < n_database:
             chunk = max(_MIN_TILE, chunk // _MIN_TILE * _MIN_TILE)
     return {"query_block": query_block, "chunk": int(chunk)}
@@ -229,7 +254,7 @@ def _plan(n_queries, n_database, d, k, n_threads, memory_limit, wants_copy):
             query_block = max(1, query_block // 2)
         if not fits(query_block, tile, prepare):
             need = out_bytes + n_threads * per_thread(1, _MIN_TILE, wants_copy)
-            raise MemoryError(f"memory_limit={memory_limit} bytes is too small for knn: the "
+            raise MemoryLimitError(f"memory_limit={memory_limit} bytes is too small for knn: the "
                               f"output alone needs {out_bytes} bytes and one block {need} bytes")
     return {"query_block": query_block, "tile": tile, "prepare_database": prepare}
 

@@ -8,6 +8,8 @@ import time
 import numpy as np
 
 from . import _mapfile
+from ._errors import MapFileError, NotFittedError, ZeroRowError
+from ._sizing import check_enough_rows, check_memory_plan, stage_settings
 from ._threads import resolve_n_threads, single_threaded_blas
 from ._validation import (check_embeddings, check_positive_int, check_random_state,
                           parse_memory)
@@ -20,10 +22,6 @@ from .refine import refine_clusters, refine_matching, refine_mutual
 logger = logging.getLogger("minivec2vec")
 
 _BLOCK_ROWS = 65536
-
-
-class NotFittedError(RuntimeError):
-    """transform/save called before fit."""
 
 
 class MiniVec2Vec:
@@ -74,6 +72,20 @@ class MiniVec2Vec:
         Rows per side the stages work on. Larger inputs are read in full once, block by block,
         for the means; then ``fit_sample`` rows per side are drawn uniformly without replacement
         (the first use of ``random_state``) and every stage runs on those rows.
+
+    Small inputs
+    ------------
+    With ``n`` = min(n_a, n_b, fit_sample) rows per side, fit needs ``n >= 50 * n_clusters``
+    (1,000 rows per side with the defaults; a smaller ``n_clusters`` lowers it) and raises
+    TooFewRowsError below. Every other size is an upper bound that scales down with ``n``:
+    ``anchor_sample``, ``refine_sample``, ``mutual_sample`` <= n; ``n_neighbors``,
+    ``refine_neighbors`` <= n // 20; ``refine_clusters`` <= n // 4; ``csls_k`` <= n // 100.
+    The defaults are untouched from 2,000 rows per side; the sizes used are in
+    ``stage_settings_``.
+
+    Input: float16, float32 or float64 arrays of any strides, read-only or memory-mapped, are
+    used as they are; the stages work on one float32 copy of the (sampled) rows. NaN/Inf rows
+    (NonFiniteError), all-zero rows (ZeroRowError) and other dtypes (DtypeError) are refused.
     """
 
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
@@ -146,12 +158,13 @@ class MiniVec2Vec:
             rng = check_random_state(self.random_state)
             t_start = time.perf_counter()
             rows_a, rows_b, mean_a, mean_b = _dask.read_and_sample(
-                X_a, X_b, self.fit_sample, rng, self._check_rows)
+                X_a, X_b, self.fit_sample, rng,
+                lambda n_a, n_b: check_enough_rows(n_a, n_b, self.n_clusters, self.fit_sample))
             return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
                                   seconds_reading=time.perf_counter() - t_start)
-        X_a = check_embeddings(X_a, "X_a", min_rows=2)
-        X_b = check_embeddings(X_b, "X_b", min_rows=2)
-        self._check_rows(X_a.shape[0], X_b.shape[0])
+        X_a = check_embeddings(X_a, "X_a", reject_zero_rows=True)
+        X_b = check_embeddings(X_b, "X_b", reject_zero_rows=True)
+        check_enough_rows(X_a.shape[0], X_b.shape[0], self.n_clusters, self.fit_sample)
         rng = check_random_state(self.random_state)
         t_start = time.perf_counter()
         mean_a, mean_b = column_mean(X_a), column_mean(X_b)
@@ -160,15 +173,6 @@ class MiniVec2Vec:
         return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
                               seconds_reading=time.perf_counter() - t_start)
 
-    def _check_rows(self, n_a, n_b):
-        min_rows = max(self.n_clusters, self.n_neighbors, self.refine_neighbors,
-                       self.refine_clusters)
-        for name, n in (("X_a", n_a), ("X_b", n_b)):
-            if n < min_rows:
-                raise ValueError(f"{name}: has {n} rows, but the settings need at least "
-                                 f"{min_rows} (n_clusters, n_neighbors, refine_neighbors, "
-                                 f"refine_clusters)")
-
     def _fit_rows(self, X_a, X_b, mean_a, mean_b, rng, seconds_reading=0.0):
         """Run every stage on the (sampled) rows X_a, X_b, centred with the means of ALL rows.
 
@@ -176,6 +180,11 @@ class MiniVec2Vec:
         """
         n_threads = resolve_n_threads(self.n_threads)
         memory_limit = parse_memory(self.memory_limit)
+        check_enough_rows(X_a.shape[0], X_b.shape[0], self.n_clusters, self.fit_sample)
+        sizes = stage_settings(self.get_params(), X_a.shape[0], X_b.shape[0])
+        check_memory_plan(sizes, X_a.shape[0], X_b.shape[0], X_b.shape[1],
+                          self.n_runs * self.n_clusters, memory_limit, self.mutual_iter,
+                          self.refine_iter)
         timings = {"read_and_sample": seconds_reading}
         t_start = time.perf_counter() - seconds_reading
 
@@ -186,34 +195,34 @@ class MiniVec2Vec:
         self.scale_b_ = float(_mean_centred_norm(X_b, self.mean_b_))
 
         t = time.perf_counter()
-        anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=self.n_clusters,
-                                sample_size=self.anchor_sample, qap_restarts=self.qap_restarts,
+        anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
+                                sample_size=sizes["anchor_sample"], qap_restarts=self.qap_restarts,
                                 rng=rng, n_threads=n_threads)
         timings["anchors"] = time.perf_counter() - t
 
         t = time.perf_counter()
         M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
-                                         min(self.n_neighbors, B.shape[0]), n_threads,
+                                         sizes["n_neighbors"], n_threads,
                                          memory_limit)
         W = procrustes(M)
         timings["pseudo_pairs"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        W = refine_matching(W, A, B, n_iter=self.refine_iter, sample_size=self.refine_sample,
-                            n_neighbors=self.refine_neighbors, alpha=self.alpha,
+        W = refine_matching(W, A, B, n_iter=self.refine_iter, sample_size=sizes["refine_sample"],
+                            n_neighbors=sizes["refine_neighbors"], alpha=self.alpha,
                             reproject=self.reproject, rng=rng, n_threads=n_threads,
                             memory_limit=memory_limit)
         timings["refine_matching"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        if self.refine_clusters:
-            W = refine_clusters(W, A, B, n_clusters=self.refine_clusters, alpha=self.alpha,
+        if sizes["refine_clusters"]:
+            W = refine_clusters(W, A, B, n_clusters=sizes["refine_clusters"], alpha=self.alpha,
                                 reproject=self.reproject, rng=rng, n_threads=n_threads)
         timings["refine_clusters"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        W = refine_mutual(W, A, B, n_iter=self.mutual_iter, sample_size=self.mutual_sample,
-                          csls_k=self.csls_k, rng=rng, n_threads=n_threads,
+        W = refine_mutual(W, A, B, n_iter=self.mutual_iter, sample_size=sizes["mutual_sample"],
+                          csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads,
                           memory_limit=memory_limit)
         timings["refine_mutual"] = time.perf_counter() - t
 
@@ -223,6 +232,7 @@ class MiniVec2Vec:
         self.anchor_scores_ = anchors.run_scores
         self.n_features_a_ = X_a.shape[1]
         self.n_features_b_ = X_b.shape[1]
+        self.stage_settings_ = sizes
         timings["total"] = time.perf_counter() - t_start
         self.timings_ = timings
         logger.info("fit done in %.1f s (%s)", timings["total"],
@@ -246,7 +256,7 @@ class MiniVec2Vec:
         if is_dask_array(X):
             from . import _dask
             return _dask.transform(self, X, add_mean)
-        X = check_embeddings(X, "X", n_features=self.n_features_a_)
+        X = check_embeddings(X, "X", n_features=self.n_features_a_, reject_zero_rows=True)
         return map_rows(X, self.W_.astype(np.float32), self.mean_a_, self.mean_b_,
                         self.scale_b_, add_mean)
 
@@ -262,6 +272,7 @@ class MiniVec2Vec:
         from . import __version__
         arrays = {name: getattr(self, name) for name in self._ARRAYS}
         extra = {"scale_b_": self.scale_b_, "timings_": self.timings_,
+                 "stage_settings_": getattr(self, "stage_settings_", {}),
                  "minivec2vec_version": __version__}
         _mapfile.write_map(path, _json_safe_params(self.get_params()), arrays, extra)
 
@@ -271,16 +282,26 @@ class MiniVec2Vec:
         params, arrays, extra = _mapfile.read_map(path)
         missing = [name for name in cls._ARRAYS if name not in arrays]
         if missing:
-            raise _mapfile.MapFileError(f"{path!r}: missing arrays {missing}")
+            raise MapFileError(f"{path!r}: missing arrays {missing}")
         W = arrays["W_"]
         if (W.ndim != 2 or arrays["mean_a_"].shape != (W.shape[0],)
                 or arrays["mean_b_"].shape != (W.shape[1],)):
-            raise _mapfile.MapFileError(f"{path!r}: inconsistent array shapes")
+            raise MapFileError(f"{path!r}: inconsistent array shapes")
+        for name in cls._ARRAYS:
+            array = arrays[name]
+            if array.dtype.kind != "f" or not np.all(np.isfinite(array)):
+                raise MapFileError(f"{path!r}: array {name!r} is not finite floating point "
+                                   f"(dtype {array.dtype})")
+        try:
+            scale_b = float(extra.get("scale_b_", 1.0))
+        except (TypeError, ValueError):
+            raise MapFileError(f"{path!r}: corrupt meta.json (scale_b_ is not a number)") from None
         model = cls(**{k: v for k, v in params.items() if k in cls._PARAM_NAMES})
         for name in cls._ARRAYS:
             setattr(model, name, arrays[name])
-        model.scale_b_ = float(extra.get("scale_b_", 1.0))
+        model.scale_b_ = scale_b
         model.timings_ = dict(extra.get("timings_", {}))
+        model.stage_settings_ = dict(extra.get("stage_settings_", {}))
         model.n_features_a_, model.n_features_b_ = W.shape
         return model
 
@@ -348,7 +369,7 @@ def centre_normalise(X, mean, name, row_offset=0):
         norms = np.sqrt(np.einsum("ij,ij->i", block, block))
         zero = np.flatnonzero(norms <= 1e-12 * max(1.0, float(np.abs(mean32).max())))
         if zero.size:
-            raise ValueError(f"{name}: row {row_offset + start + int(zero[0])} is zero after "
+            raise ZeroRowError(f"{name}: row {row_offset + start + int(zero[0])} is zero after "
                              "centring (equal to the training mean): it has no direction to map")
         block /= norms[:, None]
     return out

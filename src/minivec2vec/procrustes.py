@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
-from ._threads import parallel_region, resolve_n_threads, single_threaded_blas
+from ._threads import (check_kernels_can_run, parallel_region, resolve_n_threads,
+                       single_threaded_blas)
 
 
 def procrustes(cross_covariance):
@@ -56,6 +57,7 @@ def neighbour_cross_covariance(X, Y, neighbours, n_threads=None):
     if neighbours.size and (neighbours.min() < 0 or neighbours.max() >= Y.shape[0]):
         raise ValueError("neighbours: indices out of range of Y")
     slots = np.zeros((_kernels.N_SLOTS, X.shape[1], Y.shape[1]), dtype=np.float64)
+    check_kernels_can_run()
     with parallel_region(resolve_n_threads(n_threads)):
         _kernels.accumulate_neighbour_crosscov(X, Y, neighbours, slots)
     return slots.sum(axis=0)

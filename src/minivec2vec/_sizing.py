@@ -1,0 +1,86 @@
+"""How the stages size themselves to the input: the minimum rows per side, the scale-down rule,
+and the memory plan of every kNN call, all checked before the first stage runs.
+
+The rule (``n`` = rows per side the stages see = min(n_a, n_b, fit_sample)):
+
+* minimum: ``n >= 50 * n_clusters`` (1,000 rows per side with the default 20 clusters). Each
+  anchor run clusters its sample into ``n_clusters`` clusters; fewer than 50 rows per cluster
+  leaves centroids too noisy for the Gram-matrix matching. A smaller ``n_clusters`` (at least 3)
+  lowers the minimum: ``n_clusters=10`` fits 500 rows per side.
+* every other size parameter is an upper bound that shrinks with ``n``:
+  ``anchor_sample``, ``refine_sample`` and ``mutual_sample`` -> at most ``n``;
+  ``n_neighbors`` and ``refine_neighbors`` -> at most ``n // 20`` (5% of the database);
+  ``refine_clusters`` -> at most ``n // 4`` (at least 4 rows per cluster);
+  ``csls_k`` -> at most ``n // 100``.
+  At ``n >= 2000`` the defaults are untouched; the values used are kept in ``stage_settings_``.
+"""
+from __future__ import annotations
+
+from ._errors import MemoryLimitError, TooFewRowsError
+
+ROWS_PER_ANCHOR_CLUSTER = 50
+NEIGHBOUR_FRACTION = 20        # k <= n // 20
+ROWS_PER_REFINE_CLUSTER = 4    # refine_clusters <= n // 4
+CSLS_FRACTION = 100            # csls_k <= n // 100
+
+
+def minimum_rows(n_clusters: int) -> int:
+    """Rows per side the stages need with ``n_clusters`` anchor clusters (1,000 by default)."""
+    return ROWS_PER_ANCHOR_CLUSTER * n_clusters
+
+
+def check_enough_rows(n_a: int, n_b: int, n_clusters: int, fit_sample: int) -> None:
+    """TooFewRowsError naming the side, its row count and the minimum, before any work."""
+    need = minimum_rows(n_clusters)
+    hint = (f"n_clusters={n_clusters} anchor clusters need at least {need} rows per side "
+            f"({ROWS_PER_ANCHOR_CLUSTER} per cluster; the defaults need "
+            f"{minimum_rows(20)}): pass more rows or a smaller n_clusters (at least 3)")
+    for name, n in (("X_a", n_a), ("X_b", n_b)):
+        if n < need:
+            raise TooFewRowsError(f"{name}: has {n} rows, too few: {hint}")
+    if fit_sample < need:
+        raise TooFewRowsError(f"fit_sample={fit_sample} is too small: {hint}")
+
+
+def stage_settings(params: dict, n_a: int, n_b: int) -> dict:
+    """The sizes each stage uses on ``n_a`` and ``n_b`` rows (see the module docstring)."""
+    n = min(n_a, n_b)
+    k_cap = max(1, n // NEIGHBOUR_FRACTION)
+    return {
+        "n_clusters": params["n_clusters"],
+        "anchor_sample": min(params["anchor_sample"], n),
+        "n_neighbors": min(params["n_neighbors"], k_cap),
+        "refine_sample": min(params["refine_sample"], n),
+        "refine_neighbors": min(params["refine_neighbors"], k_cap),
+        "refine_clusters": min(params["refine_clusters"], n // ROWS_PER_REFINE_CLUSTER),
+        "mutual_sample": min(params["mutual_sample"], n),
+        "csls_k": min(params["csls_k"], max(1, n // CSLS_FRACTION)),
+    }
+
+
+def check_memory_plan(settings: dict, n_a: int, n_b: int, d_b: int, n_anchors: int,
+                      memory_limit, mutual_iter: int, refine_iter: int) -> None:
+    """Plan every kNN call of the fit against ``memory_limit`` before the first stage, so a
+    limit too small for one block fails in a second, not after the anchor stage.
+
+    Raises MemoryLimitError naming the stage and its sizes.
+    """
+    if memory_limit is None:
+        return
+    from .knn import plan_knn
+    # (stage, queries, database, dims, k, needs a database copy: cosine metric)
+    calls = [("pseudo-pairs", n_a, n_b, n_anchors, settings["n_neighbors"], True)]
+    if refine_iter:
+        calls.append(("refine-1", settings["refine_sample"], n_b, d_b,
+                      settings["refine_neighbors"], False))
+    if mutual_iter:
+        m = settings["mutual_sample"]
+        calls.append(("refine-mutual", m, m, d_b, settings["csls_k"], False))
+        calls.append(("refine-mutual", m, m, d_b + 1, 1, False))
+    for stage, n_queries, n_database, dims, k, cosine in calls:
+        try:
+            plan_knn(n_queries, n_database, dims, k, memory_limit, cosine)
+        except MemoryError as exc:
+            raise MemoryLimitError(
+                f"memory_limit={memory_limit} bytes is too small for the {stage} stage (kNN of "
+                f"{n_queries} x {n_database} rows, {dims} dims, k={k}): {exc}") from None
