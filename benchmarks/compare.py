@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import math
 import os
@@ -331,7 +332,8 @@ def case_kmeans(args, data):
     (_, _, inertia2), t = timed(
         lambda: minivec2vec.kmeans(X, n_clusters, max_iter=steps, **common), args.repeat)
     table.add("minivec2vec.kmeans, + Lloyd passes (default)", t,
-              f"inertia {inertia2:.2f} (lloyd_passes=2)")
+              f"inertia {inertia2:.2f} (lloyd_passes="
+              f"{inspect.signature(minivec2vec.kmeans).parameters['lloyd_passes'].default})")
 
     def sk_minibatch():
         return MiniBatchKMeans(n_clusters=n_clusters, batch_size=batch, max_iter=epochs, tol=0.0,

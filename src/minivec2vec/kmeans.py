@@ -22,7 +22,7 @@ _SMALL_WORK = 50_000_000
 
 
 def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_iter=100,
-           lloyd_passes=2, init_size=None, tol=1e-4, n_threads=None):
+           lloyd_passes=12, init_size=None, tol=1e-4, n_threads=None):
     """Cluster the rows of X.
 
     Parameters
@@ -37,7 +37,9 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     max_iter : int
         Number of mini-batch steps (0 = none).
     lloyd_passes : int
-        At most this many full Lloyd passes after the mini-batch steps (0 = none).
+        At most this many full Lloyd passes after the mini-batch steps (0 = none). The default,
+        12, brings the inertia within 1% of scikit-learn's full ``KMeans`` on the real data
+        (60,000 x 384 minilm rows, 500 clusters: 1.6% above with 2 passes, 0.9% with 12).
     tol : float
         Lloyd passes stop once the summed squared center shift is at most ``tol`` times the
         mean per-feature variance of X (scikit-learn's rule), or no label changes.
