@@ -39,13 +39,15 @@ def check_embeddings(X, name: str, *, min_rows: int = 1, n_features: int | None 
     return X
 
 
-def check_finite_rows(X: np.ndarray, name: str, block_rows: int = 65536) -> None:
-    """Raise ValueError naming the first row holding NaN or Inf (checked block by block)."""
+def check_finite_rows(X: np.ndarray, name: str, block_rows: int = 65536,
+                      row_offset: int = 0) -> None:
+    """Raise ValueError naming the first row holding NaN or Inf (checked block by block);
+    ``row_offset`` is the index of X's first row in the caller's numbering."""
     for start in range(0, X.shape[0], block_rows):
         block = X[start:start + block_rows]
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
-            row = start + int(np.argmin(finite))
+            row = row_offset + start + int(np.argmin(finite))
             raise ValueError(f"{name}: row {row} contains NaN or Inf")
 
 

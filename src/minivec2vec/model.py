@@ -7,13 +7,14 @@ import time
 import numpy as np
 
 from . import _mapfile
+from ._memory import chunk_rows, plan_fit, working_budget
 from ._threads import resolve_n_threads, single_threaded_blas
-from ._validation import (check_embeddings, check_positive_int, check_random_state,
-                          parse_memory)
+from ._validation import check_finite_rows, check_positive_int, check_random_state
 from .anchors import match_anchors
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
 from .refine import refine_clusters, refine_matching, refine_mutual
+from .sources import open_source, scan
 
 logger = logging.getLogger("minivec2vec")
 
@@ -67,11 +68,16 @@ class MiniVec2Vec:
     n_threads : int or None
         Threads for every kernel (default: all cores). Results do not depend on it.
     memory_limit : int or str or None
-        Working-memory bound for the blocked kernels (bytes or e.g. "2GB").
+        Bound on the process's memory (bytes or e.g. "2GB"): the reading blocks, the kNN tiles
+        and the stage arrays are planned from it, 300 MB of it being reserved for Python and the
+        libraries (see ``_memory.py``). Too small a limit raises MemoryError before any work.
     fit_sample : int, default 100000
-        Rows per side the stages work on. Larger inputs are read in full once, block by block,
-        for the means; then ``fit_sample`` rows per side are drawn uniformly without replacement
-        (the first use of ``random_state``) and every stage runs on those rows.
+        Rows per side the stages work on. X_a and X_b may be arrays or anything
+        :func:`minivec2vec.sources.open_source` accepts (.npy files, shard directories or
+        lists, Parquet). ``fit_sample`` rows per side are drawn uniformly without replacement
+        (the first use of ``random_state``, A then B); then each input is read ONCE, block by
+        block, to check every row for NaN/Inf, compute the mean of all rows and gather the
+        drawn rows; every stage runs on those rows.
     """
 
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
@@ -139,19 +145,35 @@ class MiniVec2Vec:
 
     def _fit(self, X_a, X_b):
         self._check_params()
-        X_a = check_embeddings(X_a, "X_a", min_rows=2)
-        X_b = check_embeddings(X_b, "X_b", min_rows=2)
-        self._check_rows(X_a.shape[0], X_b.shape[0])
+        source_a = open_source(X_a, "X_a")
+        source_b = open_source(X_b, "X_b")
+        self._check_rows(source_a.n_rows, source_b.n_rows)
+        # the plan first: a limit that cannot hold the work fails before anything is read
+        wide = np.float64 in (source_a.dtype, source_b.dtype)
+        plan = self._memory_plan(min(source_a.n_rows, self.fit_sample),
+                                 min(source_b.n_rows, self.fit_sample),
+                                 source_a.n_features, source_b.n_features,
+                                 source_a.dtype.itemsize, source_b.dtype.itemsize,
+                                 sample_copies=3 if wide else 1)
         rng = check_random_state(self.random_state)
         t_start = time.perf_counter()
-        mean_a, mean_b = column_mean(X_a), column_mean(X_b)
-        rows_a = sample_rows(X_a, self.fit_sample, rng)
-        rows_b = sample_rows(X_b, self.fit_sample, rng)
+        chosen_a = sample_indices(source_a.n_rows, self.fit_sample, rng)
+        chosen_b = sample_indices(source_b.n_rows, self.fit_sample, rng)
+        mean_a, rows_a = scan(source_a, plan["scan_rows_a"], chosen_a,
+                              _sample_dtype(source_a.dtype))
+        mean_b, rows_b = scan(source_b, plan["scan_rows_b"], chosen_b,
+                              _sample_dtype(source_b.dtype))
         return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
-                              seconds_reading=time.perf_counter() - t_start)
+                              seconds_reading=time.perf_counter() - t_start,
+                              rows_are_scratch=True)
+
+    def _memory_plan(self, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, sample_copies=1):
+        return plan_fit(self.memory_limit, n_a=n_a, n_b=n_b, d_a=d_a, d_b=d_b,
+                        itemsize_a=itemsize_a, itemsize_b=itemsize_b,
+                        params=self.get_params(), sample_copies=sample_copies)
 
     def _check_rows(self, n_a, n_b):
-        min_rows = max(self.n_clusters, self.n_neighbors, self.refine_neighbors,
+        min_rows = max(2, self.n_clusters, self.n_neighbors, self.refine_neighbors,
                        self.refine_clusters)
         for name, n in (("X_a", n_a), ("X_b", n_b)):
             if n < min_rows:
@@ -159,21 +181,29 @@ class MiniVec2Vec:
                                  f"{min_rows} (n_clusters, n_neighbors, refine_neighbors, "
                                  f"refine_clusters)")
 
-    def _fit_rows(self, X_a, X_b, mean_a, mean_b, rng, seconds_reading=0.0):
+    def _fit_rows(self, X_a, X_b, mean_a, mean_b, rng, seconds_reading=0.0,
+                  rows_are_scratch=False):
         """Run every stage on the (sampled) rows X_a, X_b, centred with the means of ALL rows.
 
         Input adapters (files, shards, Dask) compute the means and draw the rows, then call this.
+        ``rows_are_scratch=True`` lets float32 rows be centred and normalised in place (the
+        caller hands them over), which halves the resident memory of the fit.
         """
         n_threads = resolve_n_threads(self.n_threads)
-        memory_limit = parse_memory(self.memory_limit)
+        in_place = rows_are_scratch and all(
+            X.dtype == np.float32 and X.flags.c_contiguous and X.flags.writeable
+            for X in (X_a, X_b))
+        plan = self._memory_plan(X_a.shape[0], X_b.shape[0], X_a.shape[1], X_b.shape[1],
+                                 X_a.dtype.itemsize, X_b.dtype.itemsize,
+                                 sample_copies=1 if in_place else 2)
         timings = {"read_and_sample": seconds_reading}
         t_start = time.perf_counter() - seconds_reading
 
         self.mean_a_ = np.asarray(mean_a, dtype=np.float64)
         self.mean_b_ = np.asarray(mean_b, dtype=np.float64)
-        A = centre_normalise(X_a, self.mean_a_, "X_a")
-        B = centre_normalise(X_b, self.mean_b_, "X_b")
         self.scale_b_ = float(_mean_centred_norm(X_b, self.mean_b_))
+        A = centre_normalise(X_a, self.mean_a_, "X_a", out=X_a if in_place else None)
+        B = centre_normalise(X_b, self.mean_b_, "X_b", out=X_b if in_place else None)
 
         t = time.perf_counter()
         anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=self.n_clusters,
@@ -184,7 +214,7 @@ class MiniVec2Vec:
         t = time.perf_counter()
         M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
                                          min(self.n_neighbors, B.shape[0]), n_threads,
-                                         memory_limit)
+                                         plan["knn_pseudo_pairs"])
         W = procrustes(M)
         timings["pseudo_pairs"] = time.perf_counter() - t
 
@@ -192,7 +222,7 @@ class MiniVec2Vec:
         W = refine_matching(W, A, B, n_iter=self.refine_iter, sample_size=self.refine_sample,
                             n_neighbors=self.refine_neighbors, alpha=self.alpha,
                             reproject=self.reproject, rng=rng, n_threads=n_threads,
-                            memory_limit=memory_limit)
+                            memory_limit=plan["knn_refine"])
         timings["refine_matching"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -204,7 +234,7 @@ class MiniVec2Vec:
         t = time.perf_counter()
         W = refine_mutual(W, A, B, n_iter=self.mutual_iter, sample_size=self.mutual_sample,
                           csls_k=self.csls_k, rng=rng, n_threads=n_threads,
-                          memory_limit=memory_limit)
+                          memory_limit=plan["knn_mutual"])
         timings["refine_mutual"] = time.perf_counter() - t
 
         self.W_ = np.ascontiguousarray(W, dtype=np.float64)
@@ -224,22 +254,41 @@ class MiniVec2Vec:
         if not hasattr(self, "W_"):
             raise NotFittedError("this MiniVec2Vec is not fitted yet: call fit() or load() first")
 
-    def transform(self, X, add_mean=False):
+    def transform(self, X, add_mean=False, memory_limit=None):
         """Map rows of space A into space B.
 
         X is centred with A's TRAINING mean, L2-normalised and multiplied by W. The result has
         unit-scale rows in B's centred frame; with ``add_mean=True`` it is rescaled to the mean
         norm of B's centred training rows and B's training mean is added back, so it can sit next
-        to raw B vectors. Returns float32 of shape (n, d_b).
+        to raw B vectors. Returns float32 of shape (n, d_b). X may be an array or anything
+        :func:`minivec2vec.sources.open_source` accepts; it is read block by block, the block
+        size planned from ``memory_limit`` (which must also hold the result: to map more rows
+        than fit in memory, stream them to a file with :func:`minivec2vec.etl.apply_map`).
         """
         self._check_fitted()
-        X = check_embeddings(X, "X", n_features=self.n_features_a_)
+        source = open_source(X, "X")
+        self._check_input_features(source)
+        out_bytes = 4 * source.n_rows * self.n_features_b_
+        rows = chunk_rows(working_budget(memory_limit, "transform"), source.n_features,
+                          source.dtype.itemsize, self.n_features_b_, out_bytes,
+                          f"transform of {source.n_rows} rows (the result alone is "
+                          f"{out_bytes} bytes)")
+        out = np.empty((source.n_rows, self.n_features_b_), dtype=np.float32)
         W = self.W_.astype(np.float32)
-        out = np.empty((X.shape[0], W.shape[1]), dtype=np.float32)
-        for start in range(0, X.shape[0], _BLOCK_ROWS):
-            block = centre_normalise(X[start:start + _BLOCK_ROWS], self.mean_a_, "X",
-                                      row_offset=start)
-            np.matmul(block, W, out=out[start:start + _BLOCK_ROWS])
+        for start, block in source.blocks(rows):
+            self._transform_block(block, start, W, add_mean, out[start:start + block.shape[0]])
+        return out
+
+    def _check_input_features(self, source):
+        if source.n_features != self.n_features_a_:
+            raise ValueError(f"{source.name}: has {source.n_features} features, expected "
+                             f"{self.n_features_a_}")
+
+    def _transform_block(self, block, row_offset, W, add_mean, out):
+        """Map one block of rows (``row_offset`` = its first row, for error messages) into
+        ``out``. The same code maps every chunk, in memory or streamed to a file."""
+        check_finite_rows(block, "X", row_offset=row_offset)
+        np.matmul(centre_normalise(block, self.mean_a_, "X", row_offset=row_offset), W, out=out)
         if add_mean:
             out *= np.float32(self.scale_b_)
             out += self.mean_b_.astype(np.float32)
@@ -293,25 +342,37 @@ def _json_safe_params(params):
     return safe
 
 
+def sample_indices(n, n_rows, rng):
+    """All of range(n) when n <= ``n_rows`` (no draw), else ``n_rows`` sorted indices drawn
+    uniformly without replacement (in file order, so files are read forwards)."""
+    if n <= n_rows:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=n_rows, replace=False))
+
+
 def sample_rows(X, n_rows, rng):
-    """X itself when it has at most ``n_rows`` rows, else ``n_rows`` of its rows drawn uniformly
-    without replacement (in file order, so memory-mapped inputs are read forwards)."""
+    """X itself when it has at most ``n_rows`` rows, else the rows of :func:`sample_indices`."""
     if X.shape[0] <= n_rows:
         return X
-    chosen = np.sort(rng.choice(X.shape[0], size=n_rows, replace=False))
-    return X[chosen]
+    return X[sample_indices(X.shape[0], n_rows, rng)]
 
 
 def column_mean(X):
-    total = np.zeros(X.shape[1], dtype=np.float64)
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        total += X[start:start + _BLOCK_ROWS].sum(axis=0, dtype=np.float64)
-    return total / X.shape[0]
+    """The float64 mean of all rows (one blocked pass; bit-identical for any storage of X)."""
+    return scan(open_source(X), _BLOCK_ROWS, check_finite=False)[0]
 
 
-def centre_normalise(X, mean, name, row_offset=0):
-    """float32 copy of X, centred with ``mean`` and L2-normalised row by row."""
-    out = np.empty(X.shape, dtype=np.float32)
+def _sample_dtype(dtype):
+    """The sampled rows are gathered as float32 (float64 inputs stay float64, so the result
+    is the same as centring the original rows)."""
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
+def centre_normalise(X, mean, name, row_offset=0, out=None):
+    """float32 copy of X (or ``out``, which may be X itself), centred with ``mean`` and
+    L2-normalised row by row."""
+    if out is None:
+        out = np.empty(X.shape, dtype=np.float32)
     mean32 = mean.astype(np.float32)
     for start in range(0, X.shape[0], _BLOCK_ROWS):
         block = out[start:start + _BLOCK_ROWS]
