@@ -88,6 +88,9 @@ def test_every_input_form_reads_the_same_rows(tmp_path, data):
             assert all(p.shape[0] == block_rows for p in parts[:-1]), form
             assert starts == list(range(0, 1000, block_rows)), form
             np.testing.assert_array_equal(np.concatenate(parts), X, err_msg=form)
+            later = [(start, np.array(block)) for start, block in src.blocks(block_rows, 293)]
+            assert [start for start, _ in later] == list(range(293, 1000, block_rows)), form
+            np.testing.assert_array_equal(np.concatenate([b for _, b in later]), X[293:])
         np.testing.assert_array_equal(src.take(idx), X[idx], err_msg=form)
         np.testing.assert_array_equal(src.read(295, 305), X[295:305], err_msg=form)
         mean, rows = scan(src, 8192, idx)
@@ -203,8 +206,12 @@ def _sha(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def test_apply_resumes_after_a_failure_byte_identical(tmp_path, fitted):
+@pytest.mark.parametrize("form", ["npy shards", "parquet"])
+def test_apply_resumes_after_a_failure_byte_identical(tmp_path, fitted, form):
     map_path, inputs = fitted
+    if form == "parquet":
+        inputs = _parquet(tmp_path / "in.parquet", open_source(inputs).read(0, 10_000),
+                          row_group_size=2500)
     reference = tmp_path / "ref.npy"
     apply_map(str(map_path), inputs, reference, chunk_rows=1500, progress=False)
     model = MiniVec2Vec.load(map_path)

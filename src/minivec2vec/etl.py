@@ -118,11 +118,9 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     t_start = time.perf_counter()
     fd = os.open(partial, os.O_WRONLY)
     try:
-        for n_chunks, start in enumerate(range(rows_done, source.n_rows, chunk), 1):
-            stop = min(start + chunk, source.n_rows)
-            block = source.read(start, stop)
+        for n_chunks, (start, block) in enumerate(source.blocks(chunk, first=rows_done), 1):
+            stop = start + block.shape[0]
             mapped = model._transform_block(block, start, W, add_mean, out[:stop - start])
-            del block
             data = memoryview(mapped).cast("B")
             offset = len(header) + start * row_bytes
             written = 0

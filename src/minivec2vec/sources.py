@@ -32,9 +32,10 @@ class EmbeddingSource:
     n_features: int
     dtype: np.dtype
 
-    def blocks(self, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (start, rows[start:start + block_rows]) in order. A yielded block may be a
-        reused buffer: it is valid until the next one is requested."""
+    def blocks(self, block_rows: int, first: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (start, rows[start:start + block_rows]) for start = first, first + block_rows,
+        ... in order. A yielded block may be a reused buffer: it is valid until the next one is
+        requested."""
         raise NotImplementedError
 
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -77,8 +78,8 @@ class ArraySource(EmbeddingSource):
         self.n_rows, self.n_features = X.shape
         self.dtype = X.dtype
 
-    def blocks(self, block_rows):
-        for start in range(0, self.n_rows, block_rows):
+    def blocks(self, block_rows, first=0):
+        for start in range(first, self.n_rows, block_rows):
             yield start, self.X[start:start + block_rows]
 
     def read(self, start, stop):
@@ -172,9 +173,10 @@ class NpyShardsSource(EmbeddingSource):
             shard += 1
         return out
 
-    def blocks(self, block_rows):
-        buffer = np.empty((min(block_rows, self.n_rows), self.n_features), dtype=self.dtype)
-        for start in range(0, self.n_rows, block_rows):
+    def blocks(self, block_rows, first=0):
+        buffer = np.empty((max(0, min(block_rows, self.n_rows - first)), self.n_features),
+                          dtype=self.dtype)
+        for start in range(first, self.n_rows, block_rows):
             block = buffer[:min(block_rows, self.n_rows - start)]
             yield start, self._read_into(start, block)
 
@@ -267,11 +269,14 @@ class ParquetSource(EmbeddingSource):
                 yield start, self._to_numpy(batch.column(0), start)
                 start += batch.num_rows
 
-    def blocks(self, block_rows):
-        buffer = np.empty((min(block_rows, self.n_rows), self.n_features), dtype=self.dtype)
-        filled, block_start = 0, 0
-        for _, rows in self._batches():
-            pos = 0
+    def blocks(self, block_rows, first=0):
+        buffer = np.empty((max(0, min(block_rows, self.n_rows - first)), self.n_features),
+                          dtype=self.dtype)
+        filled, block_start = 0, first
+        for batch_start, rows in self._batches():
+            if batch_start + rows.shape[0] <= first:
+                continue    # before the first row asked for: read (Parquet cannot seek) and skip
+            pos = max(0, first - batch_start)
             while pos < rows.shape[0]:
                 take = min(buffer.shape[0] - filled, rows.shape[0] - pos)
                 buffer[filled:filled + take] = rows[pos:pos + take]
