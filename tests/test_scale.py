@@ -19,7 +19,7 @@ from minivec2vec._memory import FIXED_OVERHEAD, MemoryPlanError
 from minivec2vec.cli import main
 from minivec2vec.etl import apply_map
 from minivec2vec.model import column_mean, sample_rows
-from minivec2vec.sources import (NpyShardsSource, ParquetSource, open_source, scan)
+from minivec2vec.sources import NpyShardsSource, open_source, scan
 from minivec2vec.synthetic import generate_pair
 
 SRC = str(Path(__file__).parents[1] / "src")

@@ -4,8 +4,9 @@ arrays of each stage and the blocks that stream, decided before any work starts.
 Split of a limit L (bytes):
 
 * :data:`FIXED_OVERHEAD` (300 MB) is reserved for the interpreter, numpy, scipy, Numba (its
-  compiled kernels and LLVM) and the C++ extension: ``import minivec2vec`` alone measured 266 MB
-  of RSS on Linux/CPython 3.11, 279 MB after the first fit compiled the kernels.
+  compiled kernels and LLVM) and the C++ extension: ``import minivec2vec`` measured 166 MB of
+  RSS on Linux/CPython 3.11 with Numba's cache warm, 266 MB when the kernels compile, 279 MB
+  after a first small fit; pyarrow (Parquet) adds 32 MB.
 * Fit: the sampled rows of both sides stay resident as float32 (``fit_sample x (d_a + d_b) x 4``)
   for the whole fit; each stage then gets what is left for its own arrays (relative
   representations, subsample copies) and the kNN gets the remainder for its tiles, planned by
