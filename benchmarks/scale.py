@@ -4,6 +4,8 @@
         fit on the shard directories DIR/a, DIR/b (streamed), or with --in-memory-rows on the
         first N rows of each side loaded into memory; prints the stage timings and the error of
         the recovered map against DIR/true_map.npy, and top-1 on the paired test rows
+    python benchmarks/scale.py quality DIR MAP
+        the quality numbers of a saved map
     python benchmarks/scale.py matmul DIR MAP OUT
         the bound for apply: read DIR/a block by block, centre, normalise, one numpy matmul per
         block, write the rows to OUT (plain file writes); prints rows/s
@@ -26,8 +28,16 @@ def _quality(model, directory):
     R = np.load(os.path.join(directory, "true_map.npy"))
     ta = np.load(os.path.join(directory, "test_a.npy"))
     tb = np.load(os.path.join(directory, "test_b.npy"))
-    result = evaluate(model.transform(ta), tb - model.mean_b_, pool=ta.shape[0])
+    mapped = model.transform(ta)
+    result = evaluate(mapped, tb - model.mean_b_, pool=ta.shape[0])
+    # the same test rows mapped by the true map: how far the learnt map is where the data are
+    true_mapped = (mapped @ model.W_.T.astype(np.float32)) @ R.astype(np.float32)
+    cos = np.einsum("ij,ij->i", mapped, true_mapped) / (
+        np.linalg.norm(mapped, axis=1) * np.linalg.norm(true_mapped, axis=1))
     return {"map_relative_error": float(np.linalg.norm(model.W_ - R) / np.linalg.norm(R)),
+            "data_relative_error": float(np.linalg.norm(mapped - true_mapped)
+                                         / np.linalg.norm(true_mapped)),
+            "cos_to_true_map": float(cos.mean()),
             "top1": result["top1"], "mean_rank": result["mean_rank"],
             "mean_cos": result["mean_cos"]}
 
@@ -49,6 +59,10 @@ def cmd_fit(args):
     print(json.dumps({"fit_seconds": round(seconds, 1), "load_seconds": round(t_load, 1),
                       "timings": {k: round(v, 1) for k, v in model.timings_.items()},
                       **_quality(model, args.directory)}))
+
+
+def cmd_quality(args):
+    print(json.dumps(_quality(MiniVec2Vec.load(args.map), args.directory)))
 
 
 def cmd_matmul(args):
@@ -82,8 +96,11 @@ def main():
     mm.add_argument("directory")
     mm.add_argument("map")
     mm.add_argument("output")
+    q = sub.add_parser("quality")
+    q.add_argument("directory")
+    q.add_argument("map")
     args = parser.parse_args()
-    {"fit": cmd_fit, "matmul": cmd_matmul}[args.command](args)
+    {"fit": cmd_fit, "matmul": cmd_matmul, "quality": cmd_quality}[args.command](args)
 
 
 if __name__ == "__main__":

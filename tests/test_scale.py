@@ -251,6 +251,14 @@ def test_apply_restarts_when_the_options_changed(tmp_path, fitted):
     assert len(seen) == 10         # add_mean differs from the partial run: started over
     np.testing.assert_array_equal(np.load(out),
                                   MiniVec2Vec.load(map_path).transform(inputs, add_mean=True))
+    # in-memory arrays have no identity across runs: never resumed
+    X = open_source(inputs).read(0, 10_000)
+    with pytest.raises(RuntimeError):
+        apply_map(str(map_path), X, out, chunk_rows=1000, progress=False,
+                  _after_chunk=lambda n: (_ for _ in ()).throw(RuntimeError("x")) if n == 2 else 0)
+    seen = []
+    apply_map(str(map_path), X, out, chunk_rows=1000, progress=False, _after_chunk=seen.append)
+    assert len(seen) == 10
 
 
 def test_apply_killed_process_resumes_byte_identical(tmp_path, fitted):

@@ -161,6 +161,8 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
 
 def _resume_point(partial, journal_path, identity, planned_chunk, expected_size):
     """(rows already done, chunk size) from a matching journal, else (0, planned_chunk)."""
+    if identity["input"] is None:
+        return 0, planned_chunk     # an in-memory array cannot be recognised again: start over
     if not (os.path.exists(partial) and os.path.exists(journal_path)):
         return 0, planned_chunk
     try:
