@@ -386,9 +386,11 @@ def centre_normalise(X, mean, name, row_offset=0, out=None):
     return out
 
 
-def _mean_centred_norm(X, mean):
+def _mean_centred_norm(X, mean, block_rows=8192):
+    """Mean norm of the centred rows (float64 blocks of ``block_rows``: two temporaries of
+    block_rows x d x 8 bytes, 100 MB at d = 768, small beside the fit's planned arrays)."""
     total = 0.0
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        block = X[start:start + _BLOCK_ROWS].astype(np.float64) - mean
+    for start in range(0, X.shape[0], block_rows):
+        block = X[start:start + block_rows].astype(np.float64) - mean
         total += np.sqrt(np.einsum("ij,ij->i", block, block)).sum()
     return total / X.shape[0]
