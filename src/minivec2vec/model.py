@@ -147,7 +147,6 @@ class MiniVec2Vec:
         self._check_params()
         source_a = open_source(X_a, "X_a")
         source_b = open_source(X_b, "X_b")
-        self._check_rows(source_a.n_rows, source_b.n_rows)
         # the plan first: a limit that cannot hold the work fails before anything is read
         wide = np.float64 in (source_a.dtype, source_b.dtype)
         plan = self._memory_plan(min(source_a.n_rows, self.fit_sample),
@@ -163,6 +162,8 @@ class MiniVec2Vec:
                               _sample_dtype(source_a.dtype))
         mean_b, rows_b = scan(source_b, plan["scan_rows_b"], chosen_b,
                               _sample_dtype(source_b.dtype))
+        # after the NaN check (a bad row is the more useful message); too few rows to matter
+        self._check_rows(source_a.n_rows, source_b.n_rows)
         return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
                               seconds_reading=time.perf_counter() - t_start,
                               rows_are_scratch=True)

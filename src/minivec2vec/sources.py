@@ -385,6 +385,8 @@ def scan(source: EmbeddingSource, block_rows: int, sample=None, gather_dtype=np.
     mean is bit-identical whatever the block size, the storage or the sharding.
     """
     block_rows = max(SUM_ROWS, block_rows - block_rows % SUM_ROWS)
+    if source.n_rows == 0:
+        raise ValueError(f"{source.name}: has 0 rows")
     total = np.zeros(source.n_features, dtype=np.float64)
     gathered = None
     if sample is not None:
