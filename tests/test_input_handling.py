@@ -127,8 +127,7 @@ def test_fit_memory_limit_too_small_fails_before_the_first_stage(rotation_split,
         raise AssertionError("the anchor stage ran although the memory plan cannot fit")
 
     monkeypatch.setattr(model_module, "match_anchors", must_not_run)
-    with pytest.raises(MemoryLimitError, match=r"memory_limit=20000 bytes is too small for the "
-                                               r"pseudo-pairs stage"):
+    with pytest.raises(MemoryLimitError, match=r"memory_limit=20000 bytes is too small for fit"):
         MiniVec2Vec(memory_limit=20_000, **LIGHT).fit(rotation_split.train_a[:1000],
                                                       rotation_split.train_b[:1000])
     with pytest.raises(MemoryError):           # still a MemoryError for existing handlers
@@ -139,7 +138,8 @@ def test_fit_memory_limit_too_small_fails_before_the_first_stage(rotation_split,
 def test_fit_runs_under_a_small_but_sufficient_memory_limit(rotation_split):
     A, B = rotation_split.train_a[:1000], rotation_split.train_b[:1000]
     free = MiniVec2Vec(**LIGHT).fit(A, B)
-    bounded = MiniVec2Vec(memory_limit="2MB", **LIGHT).fit(A, B)
+    # the limit counts the process: 300 MB are reserved for Python and the libraries
+    bounded = MiniVec2Vec(memory_limit="400MB", **LIGHT).fit(A, B)
     # smaller tiles may round differently in the last bit, and a near-tie may flip a neighbour
     np.testing.assert_allclose(bounded.W_, free.W_, atol=1e-3)
 
@@ -252,5 +252,5 @@ def test_cli_apply_refuses_bad_map_and_pickled_input_leaving_nothing(tmp_path, c
     np.save(tmp_path / "evil.npy", evil, allow_pickle=True)
     assert main(["apply", str(tmp_path / "m.map"), str(tmp_path / "evil.npy"), "-o",
                  str(tmp_path / "o.npy")]) == 2
-    assert "is not a readable .npy array" in capsys.readouterr().err
+    assert "holds dtype object" in capsys.readouterr().err   # refused from its header
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.map", "evil.npy", "m.map", "x.npy"]

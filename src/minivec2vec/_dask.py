@@ -19,9 +19,9 @@ import functools
 
 import numpy as np
 
-from ._validation import _FLOAT_KINDS, check_embeddings, check_finite_rows, check_positive_int
+from ._validation import _FLOAT_KINDS, check_embeddings, check_positive_int
 from .knn import _METRICS, merge_topk
-from .model import column_mean, is_dask_array, map_rows, sample_row_indices
+from .model import column_mean, is_dask_array, map_rows, sample_indices
 from .partials import (finalize_procrustes, merge_procrustes_partials, partial_means,
                        procrustes_partial, topk_partial)
 
@@ -124,7 +124,7 @@ def read_and_sample(X_a, X_b, n_sample, rng, check_rows):
 
     Either side may be a dask array or a numpy array. The means come from one pass over the
     dask sides (partial sums reduced on the workers; a numpy side uses :func:`column_mean`).
-    The rows are drawn with :func:`sample_row_indices` from ``rng`` (A first, then B), exactly
+    The rows are drawn with :func:`minivec2vec.model.sample_indices` from ``rng`` (A first, then B), exactly
     as the in-memory path does, and only the drawn rows are brought to the client.
     """
     dask, _ = _import_dask()
@@ -148,8 +148,8 @@ def read_and_sample(X_a, X_b, n_sample, rng, check_rows):
             raise ValueError(f"{name}: row {_first_non_finite_row(X)} contains NaN or Inf")
         means.append(mean)
 
-    chosen = [sample_row_indices(X.shape[0], n_sample, rng) for X in sides]
-    picked = [X if idx is None else X[idx] for X, idx in zip(sides, chosen)]
+    picked = [X if X.shape[0] <= n_sample else X[sample_indices(X.shape[0], n_sample, rng)]
+              for X in sides]
     gathered = iter(dask.compute(*[p for p in picked if is_dask_array(p)]))
     rows = [next(gathered) if is_dask_array(p) else p for p in picked]
     return rows[0], rows[1], means[0], means[1]
@@ -158,7 +158,6 @@ def read_and_sample(X_a, X_b, n_sample, rng, check_rows):
 # ------------------------------------------------------------------------------ transform
 def _transform_block(x, W32, row_ids, *, mean_a, mean_b, scale_b, add_mean):
     row_offset = int(row_ids[0]) if row_ids.size else 0
-    check_finite_rows(x, "X", row_offset=row_offset)
     return map_rows(x, W32, mean_a, mean_b, scale_b, add_mean, row_offset=row_offset)
 
 

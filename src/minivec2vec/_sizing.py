@@ -16,7 +16,7 @@ The rule (``n`` = rows per side the stages see = min(n_a, n_b, fit_sample)):
 """
 from __future__ import annotations
 
-from ._errors import MemoryLimitError, TooFewRowsError
+from ._errors import TooFewRowsError
 
 ROWS_PER_ANCHOR_CLUSTER = 50
 NEIGHBOUR_FRACTION = 20        # k <= n // 20
@@ -56,31 +56,3 @@ def stage_settings(params: dict, n_a: int, n_b: int) -> dict:
         "mutual_sample": min(params["mutual_sample"], n),
         "csls_k": min(params["csls_k"], max(1, n // CSLS_FRACTION)),
     }
-
-
-def check_memory_plan(settings: dict, n_a: int, n_b: int, d_b: int, n_anchors: int,
-                      memory_limit, mutual_iter: int, refine_iter: int) -> None:
-    """Plan every kNN call of the fit against ``memory_limit`` before the first stage, so a
-    limit too small for one block fails in a second, not after the anchor stage.
-
-    Raises MemoryLimitError naming the stage and its sizes.
-    """
-    if memory_limit is None:
-        return
-    from .knn import plan_knn
-    # (stage, queries, database, dims, k, needs a database copy: cosine metric)
-    calls = [("pseudo-pairs", n_a, n_b, n_anchors, settings["n_neighbors"], True)]
-    if refine_iter:
-        calls.append(("refine-1", settings["refine_sample"], n_b, d_b,
-                      settings["refine_neighbors"], False))
-    if mutual_iter:
-        m = settings["mutual_sample"]
-        calls.append(("refine-mutual", m, m, d_b, settings["csls_k"], False))
-        calls.append(("refine-mutual", m, m, d_b + 1, 1, False))
-    for stage, n_queries, n_database, dims, k, cosine in calls:
-        try:
-            plan_knn(n_queries, n_database, dims, k, memory_limit, cosine)
-        except MemoryError as exc:
-            raise MemoryLimitError(
-                f"memory_limit={memory_limit} bytes is too small for the {stage} stage (kNN of "
-                f"{n_queries} x {n_database} rows, {dims} dims, k={k}): {exc}") from None

@@ -1,4 +1,4 @@
-"""Command line: ``minivec2vec fit | apply | evaluate | demo`` (also ``python -m minivec2vec``).
+"""Command line: ``minivec2vec fit | apply | evaluate | demo | generate`` (also ``python -m minivec2vec``).
 
 Every failure prints one line ``minivec2vec: error: ...`` on stderr and exits with status 2.
 """
@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -42,41 +41,44 @@ def _cmd_fit(args):
     from ._validation import check_output_path
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")   # before a fit of minutes, not after
-    X_a = _load_npy(args.a, "A")
-    X_b = _load_npy(args.b, "B")
+    from .sources import open_source
+    X_a = open_source(args.a, "A", column=args.column)
+    X_b = open_source(args.b, "B", column=args.column)
     model = MiniVec2Vec(**_model_params(args))
     t0 = time.perf_counter()
     model.fit(X_a, X_b)
     seconds = time.perf_counter() - t0
     model.save(args.output)
-    _emit(args, {"map": args.output, "rows_a": X_a.shape[0], "rows_b": X_b.shape[0],
-                 "dim_a": X_a.shape[1], "dim_b": X_b.shape[1], "fit_seconds": round(seconds, 2)})
+    _emit(args, {"map": args.output, "rows_a": X_a.n_rows, "rows_b": X_b.n_rows,
+                 "dim_a": X_a.n_features, "dim_b": X_b.n_features,
+                 "fit_seconds": round(seconds, 2)})
 
 
 def _cmd_apply(args):
     from ._validation import check_output_path
+    from .etl import apply_map
     from .model import MiniVec2Vec
-    out_path = check_output_path(args.output, "output")
+    check_output_path(args.output, "output")
     model = MiniVec2Vec.load(args.map)
-    X = _load_npy(args.input, "input")
-    directory = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(prefix=".minivec2vec-", suffix=".npy.tmp", dir=directory)
-    os.close(fd)
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                        shape=(X.shape[0], model.n_features_b_))
-        step = 65536
-        for start in range(0, X.shape[0], step):
-            out[start:start + step] = model.transform(X[start:start + step],
-                                                      add_mean=args.add_mean)
-        out.flush()
-        del out
-        os.replace(tmp, out_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _emit(args, {"output": out_path, "rows": X.shape[0], "dim": model.n_features_b_})
+    t0 = time.perf_counter()
+    sidecar = apply_map(model, args.input, args.output, map_path=args.map,
+                        add_mean=args.add_mean, memory_limit=args.memory_limit,
+                        chunk_rows=args.chunk_rows, progress=not args.quiet,
+                        column=args.column)
+    seconds = time.perf_counter() - t0
+    _emit(args, {"output": args.output, "rows": sidecar["rows"], "dim": sidecar["dim"],
+                 "sidecar": args.output + ".json", "seconds": round(seconds, 2),
+                 "rows_per_second": round(sidecar["rows"] / max(seconds, 1e-9))})
+
+
+def _cmd_generate(args):
+    from .synthetic import generate_pair
+    t0 = time.perf_counter()
+    paths = generate_pair(args.directory, args.rows, args.dim, n_rows_b=args.rows_b,
+                          n_clusters=args.clusters, noise=args.noise,
+                          shard_rows=args.shard_rows, n_test=args.test_rows, dtype=args.dtype,
+                          seed=args.seed)
+    _emit(args, dict(paths, seconds=round(time.perf_counter() - t0, 2)))
 
 
 def _cmd_evaluate(args):
@@ -138,8 +140,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     fit = sub.add_parser("fit", help="learn a map from unpaired A.npy and B.npy")
-    fit.add_argument("a", help="embeddings of model A (.npy, n_a x d_a)")
-    fit.add_argument("b", help="embeddings of model B (.npy, n_b x d_b), other texts")
+    fit.add_argument("a", help="embeddings of model A (n_a x d_a): .npy, .parquet, or a "
+                               "directory of .npy / .parquet shards")
+    fit.add_argument("b", help="embeddings of model B (n_b x d_b), other texts; same forms")
     fit.add_argument("-o", "--output", required=True, help="map file to write")
     fit.add_argument("--seed", type=int, default=0)
     for name, value in _tunable_defaults().items():
@@ -149,10 +152,14 @@ def build_parser():
 
     apply_ = sub.add_parser("apply", help="map X.npy (space A) into space B")
     apply_.add_argument("map")
-    apply_.add_argument("input")
+    apply_.add_argument("input", help=".npy, .parquet, or a directory of shards (space A)")
     apply_.add_argument("-o", "--output", required=True, help=".npy file to write (float32)")
     apply_.add_argument("--add-mean", action="store_true",
                         help="rescale and add B's training mean back (raw B-like vectors)")
+    apply_.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    apply_.add_argument("--chunk-rows", type=int, default=None,
+                        help="rows per chunk (default: planned from --memory-limit, at most "
+                             "65536); a rerun after a kill resumes after the last whole chunk")
 
     ev = sub.add_parser("evaluate", help="top-1 / mean rank of a map on paired test rows")
     ev.add_argument("map")
@@ -164,23 +171,39 @@ def build_parser():
     demo = sub.add_parser("demo", help="fit and evaluate on the real sample shipped with the package")
     demo.add_argument("--seed", type=int, default=0)
 
+    gen = sub.add_parser("generate", help="write a synthetic pair with a known map as .npy shards")
+    gen.add_argument("directory")
+    gen.add_argument("--rows", type=int, required=True, help="rows of side A (and B)")
+    gen.add_argument("--rows-b", type=int, default=None, help="rows of side B (default --rows)")
+    gen.add_argument("--dim", type=int, required=True)
+    gen.add_argument("--clusters", type=int, default=64)
+    gen.add_argument("--noise", type=float, default=0.05)
+    gen.add_argument("--shard-rows", type=int, default=100_000)
+    gen.add_argument("--test-rows", type=int, default=1000)
+    gen.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    gen.add_argument("--seed", type=int, default=0)
+
     for p in (fit, apply_, ev, demo):
         p.add_argument("--n-threads", type=int, default=None)
-    for p in (fit, apply_, ev):
+    for p in (fit, apply_, ev, gen):
         p.add_argument("--json", action="store_true", help="print the result as JSON")
-    fit.add_argument("--memory-limit", default=None, help="e.g. 2GB")
+    for p in (fit, apply_):
+        p.add_argument("--memory-limit", default=None, help="e.g. 2GB")
+        p.add_argument("--column", default=None,
+                       help="Parquet embedding column (default: the only fixed-size list column)")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    handlers = {"fit": _cmd_fit, "apply": _cmd_apply, "evaluate": _cmd_evaluate, "demo": _cmd_demo}
+    handlers = {"fit": _cmd_fit, "apply": _cmd_apply, "evaluate": _cmd_evaluate, "demo": _cmd_demo,
+                "generate": _cmd_generate}
     try:
         handlers[args.command](args)
     except KeyboardInterrupt:
         print("minivec2vec: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, MemoryError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, MemoryError, RuntimeError, ImportError) as exc:
         print(f"minivec2vec: error: {exc}", file=sys.stderr)
         return 2
     return 0

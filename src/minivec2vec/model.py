@@ -8,16 +8,17 @@ import time
 import numpy as np
 
 from . import _mapfile
-from ._errors import MapFileError, NotFittedError, ZeroRowError
-from ._sizing import check_enough_rows, check_memory_plan, stage_settings
+from ._errors import DimensionMismatchError, MapFileError, NotFittedError, ZeroRowError
+from ._memory import chunk_rows, plan_fit, working_budget
+from ._sizing import check_enough_rows, stage_settings
 from ._threads import resolve_n_threads, single_threaded_blas
-from ._validation import (check_embeddings, check_positive_int, check_random_state,
-                          parse_memory)
+from ._validation import check_positive_int, check_random_state, check_rows
 from .anchors import match_anchors
 from .partials import partial_means, procrustes_partial
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
 from .refine import refine_clusters, refine_matching, refine_mutual
+from .sources import ArraySource, open_source, scan
 
 logger = logging.getLogger("minivec2vec")
 
@@ -67,11 +68,16 @@ class MiniVec2Vec:
     n_threads : int or None
         Threads for every kernel (default: all cores). Results do not depend on it.
     memory_limit : int or str or None
-        Working-memory bound for the blocked kernels (bytes or e.g. "2GB").
+        Bound on the process's memory (bytes or e.g. "2GB"): the reading blocks, the kNN tiles
+        and the stage arrays are planned from it, 300 MB of it being reserved for Python and the
+        libraries (see ``_memory.py``). Too small a limit raises MemoryError before any work.
     fit_sample : int, default 100000
-        Rows per side the stages work on. Larger inputs are read in full once, block by block,
-        for the means; then ``fit_sample`` rows per side are drawn uniformly without replacement
-        (the first use of ``random_state``) and every stage runs on those rows.
+        Rows per side the stages work on. X_a and X_b may be arrays, dask arrays or anything
+        :func:`minivec2vec.sources.open_source` accepts (.npy files, shard directories or
+        lists, Parquet). ``fit_sample`` rows per side are drawn uniformly without replacement
+        (the first use of ``random_state``, A then B); then each input is read ONCE, block by
+        block, to check every row for NaN/Inf and all-zero rows, compute the mean of all rows
+        and gather the drawn rows; every stage runs on those rows.
 
     Small inputs
     ------------
@@ -83,8 +89,8 @@ class MiniVec2Vec:
     The defaults are untouched from 2,000 rows per side; the sizes used are in
     ``stage_settings_``.
 
-    Input: float16, float32 or float64 arrays of any strides, read-only or memory-mapped, are
-    used as they are; the stages work on one float32 copy of the (sampled) rows. NaN/Inf rows
+    Input: float16, float32 or float64 of any strides, read-only or memory-mapped, are used as
+    they are; the stages work on one float32 copy of the sampled rows. NaN/Inf rows
     (NonFiniteError), all-zero rows (ZeroRowError) and other dtypes (DtypeError) are refused.
     """
 
@@ -162,37 +168,65 @@ class MiniVec2Vec:
                 lambda n_a, n_b: check_enough_rows(n_a, n_b, self.n_clusters, self.fit_sample))
             return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
                                   seconds_reading=time.perf_counter() - t_start)
-        X_a = check_embeddings(X_a, "X_a", reject_zero_rows=True)
-        X_b = check_embeddings(X_b, "X_b", reject_zero_rows=True)
-        check_enough_rows(X_a.shape[0], X_b.shape[0], self.n_clusters, self.fit_sample)
+        source_a = open_source(X_a, "X_a")
+        source_b = open_source(X_b, "X_b")
+        # the plan first: a limit that cannot hold the work fails before anything is read
+        wide = np.float64 in (source_a.dtype, source_b.dtype)
+        n_a, n_b = min(source_a.n_rows, self.fit_sample), min(source_b.n_rows, self.fit_sample)
+        plan = self._memory_plan(n_a, n_b, source_a.n_features, source_b.n_features,
+                                 source_a.dtype.itemsize, source_b.dtype.itemsize,
+                                 sample_copies=3 if wide else 1)
         rng = check_random_state(self.random_state)
         t_start = time.perf_counter()
-        mean_a, mean_b = column_mean(X_a), column_mean(X_b)
-        rows_a = sample_rows(X_a, self.fit_sample, rng)
-        rows_b = sample_rows(X_b, self.fit_sample, rng)
+        gathered = []
+        for source, name in ((source_a, "scan_rows_a"), (source_b, "scan_rows_b")):
+            chosen = sample_indices(source.n_rows, self.fit_sample, rng)
+            # an in-memory array that is sampled whole is used as it is: no gathered copy
+            whole = isinstance(source, ArraySource) and source.n_rows <= self.fit_sample
+            mean, rows = scan(source, plan[name], None if whole else chosen,
+                              _sample_dtype(source.dtype), reject_zero_rows=True)
+            gathered.append((mean, source.X if whole else rows, not whole))
+        (mean_a, rows_a, fresh_a), (mean_b, rows_b, fresh_b) = gathered
+        # after the NaN check (a bad row is the more useful message); too few rows to matter
+        check_enough_rows(source_a.n_rows, source_b.n_rows, self.n_clusters, self.fit_sample)
         return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
-                              seconds_reading=time.perf_counter() - t_start)
+                              seconds_reading=time.perf_counter() - t_start,
+                              rows_are_scratch=fresh_a and fresh_b)
 
-    def _fit_rows(self, X_a, X_b, mean_a, mean_b, rng, seconds_reading=0.0):
+    def _memory_plan(self, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, sample_copies=1,
+                     sizes=None):
+        """The memory plan of a fit on n_a + n_b sampled rows, with the stage sizes scaled to
+        them (``sizes``, default: computed here)."""
+        sizes = sizes or stage_settings(self.get_params(), n_a, n_b)
+        return plan_fit(self.memory_limit, n_a=n_a, n_b=n_b, d_a=d_a, d_b=d_b,
+                        itemsize_a=itemsize_a, itemsize_b=itemsize_b,
+                        params={**self.get_params(), **sizes}, sample_copies=sample_copies)
+
+    def _fit_rows(self, X_a, X_b, mean_a, mean_b, rng, seconds_reading=0.0,
+                  rows_are_scratch=False):
         """Run every stage on the (sampled) rows X_a, X_b, centred with the means of ALL rows.
 
         Input adapters (files, shards, Dask) compute the means and draw the rows, then call this.
+        ``rows_are_scratch=True`` lets float32 rows be centred and normalised in place (the
+        caller hands them over), which halves the resident memory of the fit.
         """
         n_threads = resolve_n_threads(self.n_threads)
-        memory_limit = parse_memory(self.memory_limit)
         check_enough_rows(X_a.shape[0], X_b.shape[0], self.n_clusters, self.fit_sample)
         sizes = stage_settings(self.get_params(), X_a.shape[0], X_b.shape[0])
-        check_memory_plan(sizes, X_a.shape[0], X_b.shape[0], X_b.shape[1],
-                          self.n_runs * self.n_clusters, memory_limit, self.mutual_iter,
-                          self.refine_iter)
+        in_place = rows_are_scratch and all(
+            X.dtype == np.float32 and X.flags.c_contiguous and X.flags.writeable
+            for X in (X_a, X_b))
+        plan = self._memory_plan(X_a.shape[0], X_b.shape[0], X_a.shape[1], X_b.shape[1],
+                                 X_a.dtype.itemsize, X_b.dtype.itemsize,
+                                 sample_copies=1 if in_place else 2, sizes=sizes)
         timings = {"read_and_sample": seconds_reading}
         t_start = time.perf_counter() - seconds_reading
 
         self.mean_a_ = np.asarray(mean_a, dtype=np.float64)
         self.mean_b_ = np.asarray(mean_b, dtype=np.float64)
-        A = centre_normalise(X_a, self.mean_a_, "X_a")
-        B = centre_normalise(X_b, self.mean_b_, "X_b")
         self.scale_b_ = float(_mean_centred_norm(X_b, self.mean_b_))
+        A = centre_normalise(X_a, self.mean_a_, "X_a", out=X_a if in_place else None)
+        B = centre_normalise(X_b, self.mean_b_, "X_b", out=X_b if in_place else None)
 
         t = time.perf_counter()
         anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
@@ -203,7 +237,7 @@ class MiniVec2Vec:
         t = time.perf_counter()
         M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
                                          sizes["n_neighbors"], n_threads,
-                                         memory_limit)
+                                         plan["knn_pseudo_pairs"])
         W = procrustes(M)
         timings["pseudo_pairs"] = time.perf_counter() - t
 
@@ -211,7 +245,7 @@ class MiniVec2Vec:
         W = refine_matching(W, A, B, n_iter=self.refine_iter, sample_size=sizes["refine_sample"],
                             n_neighbors=sizes["refine_neighbors"], alpha=self.alpha,
                             reproject=self.reproject, rng=rng, n_threads=n_threads,
-                            memory_limit=memory_limit)
+                            memory_limit=plan["knn_refine"])
         timings["refine_matching"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -223,7 +257,7 @@ class MiniVec2Vec:
         t = time.perf_counter()
         W = refine_mutual(W, A, B, n_iter=self.mutual_iter, sample_size=sizes["mutual_sample"],
                           csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads,
-                          memory_limit=memory_limit)
+                          memory_limit=plan["knn_mutual"])
         timings["refine_mutual"] = time.perf_counter() - t
 
         self.W_ = np.ascontiguousarray(W, dtype=np.float64)
@@ -244,21 +278,45 @@ class MiniVec2Vec:
         if not hasattr(self, "W_"):
             raise NotFittedError("this MiniVec2Vec is not fitted yet: call fit() or load() first")
 
-    def transform(self, X, add_mean=False):
+    def transform(self, X, add_mean=False, memory_limit=None):
         """Map rows of space A into space B (a dask array gives a lazy dask array).
 
         X is centred with A's TRAINING mean, L2-normalised and multiplied by W. The result has
         unit-scale rows in B's centred frame; with ``add_mean=True`` it is rescaled to the mean
         norm of B's centred training rows and B's training mean is added back, so it can sit next
-        to raw B vectors. Returns float32 of shape (n, d_b).
+        to raw B vectors. Returns float32 of shape (n, d_b). X may be an array or anything
+        :func:`minivec2vec.sources.open_source` accepts; it is read block by block, the block
+        size planned from ``memory_limit`` (which must also hold the result: to map more rows
+        than fit in memory, stream them to a file with :func:`minivec2vec.etl.apply_map`).
         """
         self._check_fitted()
         if is_dask_array(X):
             from . import _dask
             return _dask.transform(self, X, add_mean)
-        X = check_embeddings(X, "X", n_features=self.n_features_a_, reject_zero_rows=True)
-        return map_rows(X, self.W_.astype(np.float32), self.mean_a_, self.mean_b_,
-                        self.scale_b_, add_mean)
+        source = open_source(X, "X")
+        self._check_input_features(source)
+        d_b = self.W_.shape[1]
+        out_bytes = 4 * source.n_rows * d_b
+        rows = chunk_rows(working_budget(memory_limit, "transform"), source.n_features,
+                          source.dtype.itemsize, d_b, out_bytes,
+                          f"transform of {source.n_rows} rows (the result alone is "
+                          f"{out_bytes} bytes)")
+        out = np.empty((source.n_rows, d_b), dtype=np.float32)
+        W = self.W_.astype(np.float32)
+        for start, block in source.blocks(rows):
+            self._transform_block(block, start, W, add_mean, out[start:start + block.shape[0]])
+        return out
+
+    def _check_input_features(self, source):
+        if source.n_features != self.n_features_a_:
+            raise DimensionMismatchError(f"{source.name}: has {source.n_features} features, "
+                                         f"expected {self.n_features_a_}")
+
+    def _transform_block(self, block, row_offset, W, add_mean, out):
+        """Map one block of rows (``row_offset`` = its first row, for error messages) into
+        ``out``. The same code maps every chunk, in memory, streamed to a file or on Dask."""
+        return map_rows(block, W, self.mean_a_, self.mean_b_, self.scale_b_, add_mean,
+                        row_offset=row_offset, out=out)
 
     def fit_transform(self, X_a, X_b):
         return self.fit(X_a, X_b).transform(X_a)
@@ -319,30 +377,34 @@ def _json_safe_params(params):
     return safe
 
 
+def sample_indices(n, n_rows, rng):
+    """All of range(n) when n <= ``n_rows`` (no draw), else ``n_rows`` sorted indices drawn
+    uniformly without replacement (in file order, so files are read forwards)."""
+    if n <= n_rows:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=n_rows, replace=False))
+
+
 def sample_rows(X, n_rows, rng):
-    """X itself when it has at most ``n_rows`` rows, else ``n_rows`` of its rows drawn uniformly
-    without replacement (in file order, so memory-mapped inputs are read forwards)."""
-    chosen = sample_row_indices(X.shape[0], n_rows, rng)
-    return X if chosen is None else X[chosen]
-
-
-def sample_row_indices(n_total, n_rows, rng):
-    """None when ``n_total <= n_rows`` (take every row, rng untouched), else ``n_rows`` sorted
-    row indices drawn uniformly without replacement."""
-    if n_total <= n_rows:
-        return None
-    return np.sort(rng.choice(n_total, size=n_rows, replace=False))
+    """X itself when it has at most ``n_rows`` rows, else the rows of :func:`sample_indices`."""
+    if X.shape[0] <= n_rows:
+        return X
+    return X[sample_indices(X.shape[0], n_rows, rng)]
 
 
 def column_mean(X):
-    """float64 column means, from the one-sided Procrustes partial of X's rows."""
+    """float64 column means, from the one-sided Procrustes partial of X's rows (summed in the
+    same fixed sub-blocks as :func:`minivec2vec.sources.scan`, so bit-identical to it)."""
     return partial_means(procrustes_partial(X))[0]
 
 
-def map_rows(X, W32, mean_a, mean_b, scale_b, add_mean, row_offset=0):
-    """The transform of the rows X (checked): centre with mean_a, L2-normalise, times W32
-    (float32); with ``add_mean`` rescaled by scale_b and mean_b added. float32 (n, d_b)."""
-    out = np.empty((X.shape[0], W32.shape[1]), dtype=np.float32)
+def map_rows(X, W32, mean_a, mean_b, scale_b, add_mean, row_offset=0, out=None):
+    """The transform of the rows X: refuse NaN/Inf and all-zero rows, centre with mean_a,
+    L2-normalise, times W32 (float32); with ``add_mean`` rescaled by scale_b and mean_b added.
+    float32 (n, d_b), written into ``out`` when given."""
+    check_rows(X, "X", finite=True, nonzero=True, row_offset=row_offset)
+    if out is None:
+        out = np.empty((X.shape[0], W32.shape[1]), dtype=np.float32)
     for start in range(0, X.shape[0], _BLOCK_ROWS):
         block = centre_normalise(X[start:start + _BLOCK_ROWS], mean_a, "X",
                                   row_offset=row_offset + start)
@@ -359,9 +421,17 @@ def is_dask_array(X):
     return dask_array is not None and isinstance(X, dask_array.Array)
 
 
-def centre_normalise(X, mean, name, row_offset=0):
-    """float32 copy of X, centred with ``mean`` and L2-normalised row by row."""
-    out = np.empty(X.shape, dtype=np.float32)
+def _sample_dtype(dtype):
+    """The sampled rows are gathered as float32 (float64 inputs stay float64, so the result
+    is the same as centring the original rows)."""
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
+def centre_normalise(X, mean, name, row_offset=0, out=None):
+    """float32 copy of X (or ``out``, which may be X itself), centred with ``mean`` and
+    L2-normalised row by row."""
+    if out is None:
+        out = np.empty(X.shape, dtype=np.float32)
     mean32 = mean.astype(np.float32)
     for start in range(0, X.shape[0], _BLOCK_ROWS):
         block = out[start:start + _BLOCK_ROWS]
@@ -375,9 +445,11 @@ def centre_normalise(X, mean, name, row_offset=0):
     return out
 
 
-def _mean_centred_norm(X, mean):
+def _mean_centred_norm(X, mean, block_rows=8192):
+    """Mean norm of the centred rows (float64 blocks of ``block_rows``: two temporaries of
+    block_rows x d x 8 bytes, 100 MB at d = 768, small beside the fit's planned arrays)."""
     total = 0.0
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        block = X[start:start + _BLOCK_ROWS].astype(np.float64) - mean
+    for start in range(0, X.shape[0], block_rows):
+        block = X[start:start + block_rows].astype(np.float64) - mean
         total += np.sqrt(np.einsum("ij,ij->i", block, block)).sum()
     return total / X.shape[0]
