@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from ._validation import _FLOAT_KINDS, check_embeddings, check_positive_int
+from ._validation import check_embeddings, check_layout, check_positive_int
 from .knn import _METRICS, merge_topk
 from .model import column_mean, is_dask_array, map_rows, sample_indices
 from .partials import (finalize_procrustes, merge_procrustes_partials, partial_means,
@@ -47,20 +47,10 @@ def check_dask_embeddings(X, name, *, min_rows=1, n_features=None):
     _, da = _import_dask()
     if not isinstance(X, da.Array):
         raise TypeError(f"{name}: expected a dask array, got {type(X).__name__}")
-    if X.dtype.type not in _FLOAT_KINDS:
-        raise TypeError(f"{name}: expected a float16, float32 or float64 array, got dtype {X.dtype}")
-    if X.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_rows, n_features), got {X.ndim}-D "
-                         f"with shape {X.shape}")
-    if any(np.isnan(c) for c in X.chunks[0]):
+    if X.ndim == 2 and any(np.isnan(c) for c in X.chunks[0]):
         raise ValueError(f"{name}: the dask array has unknown chunk sizes; call "
                          f"{name}.compute_chunk_sizes() first")
-    if X.shape[1] == 0:
-        raise ValueError(f"{name}: has 0 features")
-    if X.shape[0] < min_rows:
-        raise ValueError(f"{name}: has {X.shape[0]} rows, at least {min_rows} are needed")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{name}: has {X.shape[1]} features, expected {n_features}")
+    check_layout(X.dtype, X.shape, name, min_rows=min_rows, n_features=n_features)
     if X.numblocks[1] != 1:
         X = X.rechunk({1: -1})
     return X

@@ -31,22 +31,30 @@ def check_embeddings(X, name: str, *, min_rows: int = 1, n_features: int | None 
             X = np.asarray(X)
         else:
             raise DtypeError(f"{name}: expected a 2-D numpy array, got {type(X).__name__}")
-    if X.dtype.type not in _FLOAT_KINDS:
-        raise DtypeError(f"{name}: expected a float16, float32 or float64 array, got dtype {X.dtype}")
-    if X.ndim != 2:
-        raise ShapeError(f"{name}: expected a 2-D array (n_rows, n_features), got {X.ndim}-D "
-                         f"with shape {X.shape}")
-    if X.shape[0] == 0:
-        raise ShapeError(f"{name}: is empty (0 rows)")
-    if X.shape[1] == 0:
-        raise ShapeError(f"{name}: has 0 features")
-    if X.shape[0] < min_rows:
-        raise TooFewRowsError(f"{name}: has {X.shape[0]} rows, at least {min_rows} are needed")
-    if n_features is not None and X.shape[1] != n_features:
-        raise DimensionMismatchError(f"{name}: has {X.shape[1]} features, expected {n_features}")
+    check_layout(X.dtype, X.shape, name, min_rows=min_rows, n_features=n_features)
     if check_finite or reject_zero_rows:
         check_rows(X, name, finite=check_finite, nonzero=reject_zero_rows)
     return X
+
+
+def check_layout(dtype, shape, name: str, *, min_rows: int = 1,
+                 n_features: int | None = None) -> None:
+    """The checks that need no data: a float16/32/64 dtype (DtypeError), 2-D with rows and
+    features (ShapeError), at least ``min_rows`` rows (TooFewRowsError), ``n_features`` columns
+    when given (DimensionMismatchError). Shared by numpy and dask inputs."""
+    if np.dtype(dtype).type not in _FLOAT_KINDS:
+        raise DtypeError(f"{name}: expected a float16, float32 or float64 array, got dtype {dtype}")
+    if len(shape) != 2:
+        raise ShapeError(f"{name}: expected a 2-D array (n_rows, n_features), got {len(shape)}-D "
+                         f"with shape {tuple(shape)}")
+    if shape[0] == 0:
+        raise ShapeError(f"{name}: is empty (0 rows)")
+    if shape[1] == 0:
+        raise ShapeError(f"{name}: has 0 features")
+    if shape[0] < min_rows:
+        raise TooFewRowsError(f"{name}: has {shape[0]} rows, at least {min_rows} are needed")
+    if n_features is not None and shape[1] != n_features:
+        raise DimensionMismatchError(f"{name}: has {shape[1]} features, expected {n_features}")
 
 
 def check_finite_rows(X: np.ndarray, name: str, block_rows: int = 65536,
