@@ -39,6 +39,7 @@ def _model_params(args):
 
 
 def _cmd_fit(args):
+    from .confidence import CONFIDENCE_THRESHOLD
     from .model import MiniVec2Vec
     X_a = _load_npy(args.a, "A")
     X_b = _load_npy(args.b, "B")
@@ -48,7 +49,9 @@ def _cmd_fit(args):
     seconds = time.perf_counter() - t0
     model.save(args.output)
     _emit(args, {"map": args.output, "rows_a": X_a.shape[0], "rows_b": X_b.shape[0],
-                 "dim_a": X_a.shape[1], "dim_b": X_b.shape[1], "fit_seconds": round(seconds, 2)})
+                 "dim_a": X_a.shape[1], "dim_b": X_b.shape[1], "fit_seconds": round(seconds, 2),
+                 "confidence": round(model.confidence_, 4),
+                 "confidence_threshold": CONFIDENCE_THRESHOLD})
 
 
 def _cmd_apply(args):
