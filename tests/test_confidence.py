@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import warnings
 
 import numpy as np
@@ -100,3 +101,22 @@ def test_doubtful_fit_warns(rotation_split):
                             anchor_sample=400, qap_restarts=1, refine_iter=0,
                             refine_clusters=0, mutual_iter=0, confidence_sample=200).fit(*data)
     assert model.confidence_ < CONFIDENCE_THRESHOLD
+
+
+def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):
+    """`minivec2vec fit` reports the confidence and its threshold; a crippled fit warns."""
+    from minivec2vec.cli import main
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(a, rotation_split.train_a[:400])
+    np.save(b, rotation_split.train_b[:400])
+    out = tmp_path / "map.mv2v"
+    argv = ["fit", str(a), str(b), "-o", str(out), "--json", "--n-threads", "1",
+            "--n-runs", "1", "--n-clusters", "3", "--anchor-sample", "400",
+            "--qap-restarts", "1", "--refine-iter", "0", "--refine-clusters", "0",
+            "--mutual-iter", "0", "--confidence-sample", "200"]
+    with pytest.warns(AlignmentWarning):
+        assert main(argv) == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert payload["confidence_threshold"] == CONFIDENCE_THRESHOLD
+    assert payload["confidence"] == pytest.approx(MiniVec2Vec.load(out).confidence_, abs=1e-4)
+    assert payload["confidence"] < CONFIDENCE_THRESHOLD
