@@ -22,8 +22,8 @@ from minivec2vec import MiniVec2Vec
 from minivec2vec.protocol import evaluate_model, random_rotation, split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-WEAK = dict(n_runs=1, n_clusters=3, qap_restarts=1, refine_iter=0, refine_clusters=0,
-            mutual_iter=0)
+WEAK = {"n_runs": 1, "n_clusters": 3, "qap_restarts": 1, "refine_iter": 0,
+        "refine_clusters": 0, "mutual_iter": 0}
 SETTINGS = {"default": {},
             "weak": WEAK,                                   # fails, unrefined
             "weak+mutual": {**WEAK, "mutual_iter": 12}}     # fails, then polished by refine-mutual

@@ -16,8 +16,8 @@ from minivec2vec.procrustes import procrustes
 
 model_module = importlib.import_module("minivec2vec.model")
 
-LIGHT = dict(n_runs=5, refine_iter=20, refine_clusters=50, qap_restarts=10, mutual_iter=3,
-             mutual_sample=600, confidence_sample=300)
+LIGHT = {"n_runs": 5, "refine_iter": 20, "refine_clusters": 50, "qap_restarts": 10,
+         "mutual_iter": 3, "mutual_sample": 600, "confidence_sample": 300}
 
 
 def _centred(split):
