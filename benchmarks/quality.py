@@ -9,6 +9,10 @@ Each fit runs in a child process so its peak RSS is its own.
     python benchmarks/quality.py --pairs minilm:wordllama --seeds 0,1,2
     python benchmarks/quality.py --pairs all --variant paper='{"mutual_iter": 0}'
     python benchmarks/quality.py --pairs rotation      # each model against itself, rotated
+    python benchmarks/quality.py --pairs all --seeds 0,1,2 --set fit_sample=10000 --set n_runs=5
+
+``--set key=value`` applies to every variant (value parsed as JSON, else kept as a string).
+The ``conf`` column is the fitted model's unpaired ``confidence_`` (no pairs used).
 """
 from __future__ import annotations
 
@@ -35,13 +39,18 @@ def run_one(a, b, seed, params, pool):
     X_a = np.load(DATA / f"{a}.npy")
     X_b = np.load(DATA / f"{b}.npy")
     s = split(X_a, X_b, pool=pool, rotate_b=random_rotation(X_b.shape[1], 1000 + seed))
+    import warnings
+
     t0 = time.perf_counter()
-    model = MiniVec2Vec(random_state=seed, **params).fit(s.train_a, s.train_b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the confidence is printed; a doubtful fit is data here
+        model = MiniVec2Vec(random_state=seed, **params).fit(s.train_a, s.train_b)
     seconds = time.perf_counter() - t0
     got = evaluate_model(model, s)
     ceiling = supervised_ceiling(s)
     return {"a": a, "b": b, "seed": seed, "top1": got["top1"], "mean_rank": got["mean_rank"],
-            "mean_cos": got["mean_cos"], "ceiling_top1": ceiling["top1"],
+            "mean_cos": got["mean_cos"], "confidence": model.confidence_,
+            "restart_confidences": model.restart_confidences_.tolist(), "ceiling_top1": ceiling["top1"],
             "ceiling_mean_rank": ceiling["mean_rank"], "fit_seconds": seconds,
             "stage_seconds": model.timings_,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -54,6 +63,8 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--variant", action="append", default=[],
                         help="name=JSON of MiniVec2Vec parameters (default: the defaults)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a MiniVec2Vec parameter applied to every variant")
     parser.add_argument("--pool", type=int, default=8192)
     parser.add_argument("--out", default=None, help="append JSON lines here")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -77,9 +88,17 @@ def main(argv=None):
         name, _, params = v.partition("=")
         variants.append((name, json.loads(params) if params else {}))
     seeds = [int(s) for s in args.seeds.split(",")]
+    common = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            common[key] = json.loads(value)
+        except json.JSONDecodeError:
+            common[key] = value
+    variants = [(name, {**common, **params}) for name, params in variants]
 
     print(f"{'variant':<12} {'A -> B':<28} {'seed':>4} {'top-1':>6} {'rank':>7} "
-          f"{'ceiling':>7} {'ratio':>6} {'fit s':>7} {'peak MB':>8}", flush=True)
+          f"{'ceiling':>7} {'ratio':>6} {'conf':>6} {'fit s':>7} {'peak MB':>8}", flush=True)
     for name, params in variants:
         for a, b in pairs:
             for seed in seeds:
@@ -94,7 +113,8 @@ def main(argv=None):
                 r["variant"], r["params"] = name, params
                 print(f"{name:<12} {a + ' -> ' + b:<28} {seed:>4} {r['top1']:>6.3f} "
                       f"{r['mean_rank']:>7.2f} {r['ceiling_top1']:>7.3f} "
-                      f"{r['top1'] / r['ceiling_top1']:>6.3f} {r['fit_seconds']:>7.1f} "
+                      f"{r['top1'] / r['ceiling_top1']:>6.3f} {r['confidence']:>6.3f} "
+                      f"{r['fit_seconds']:>7.1f} "
                       f"{r['peak_rss_mb']:>8.0f}", flush=True)
                 if args.out:
                     with open(args.out, "a") as fh:

@@ -7,12 +7,14 @@ recovery, cross-model); everything about mechanics uses light settings on fewer 
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import numpy as np
 import pytest
 
 from conftest import assert_semi_orthogonal
 from minivec2vec import MiniVec2Vec, NotFittedError
+from minivec2vec.confidence import CONFIDENCE_THRESHOLD, AlignmentWarning
 from minivec2vec.protocol import Split, evaluate_model
 
 model_module = importlib.import_module("minivec2vec.model")
@@ -42,9 +44,12 @@ CROSS_MODEL_TOP1_FLOOR = 0.02
 # ------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def rotation_model(rotation_split):
-    """Default settings on minilm vs rotated minilm (unpaired, disjoint training rows)."""
-    return MiniVec2Vec(random_state=0, n_threads=FIT_THREADS).fit(rotation_split.train_a,
-                                                                  rotation_split.train_b)
+    """Default settings on minilm vs rotated minilm (unpaired, disjoint training rows).
+    The fit finds the rotation, so it must not warn that the alignment is doubtful."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AlignmentWarning)
+        return MiniVec2Vec(random_state=0, n_threads=FIT_THREADS).fit(rotation_split.train_a,
+                                                                      rotation_split.train_b)
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +84,12 @@ def test_recovers_a_random_rotation_from_unpaired_data(rotation_split, rotation_
     W = rotation_model.W_
     assert W.shape == (384, 384) and W.dtype == np.float64
     assert_semi_orthogonal(W)
+
+
+def test_rotation_model_is_confident(rotation_model):
+    """The unpaired confidence of the rotation fit (top-1 1.000) is above the threshold."""
+    assert CONFIDENCE_THRESHOLD < rotation_model.confidence_ < 1.1
+    assert rotation_model.restart_confidences_.shape == (0,)
 
 
 def test_rotation_model_attributes(rotation_split, rotation_model):
@@ -152,6 +163,7 @@ def test_save_load_round_trip(tmp_path, rotation_split, rotation_model):
         assert restored.dtype == original.dtype and restored.shape == original.shape, name
         assert restored.tobytes() == original.tobytes(), name
     assert loaded.scale_b_ == rotation_model.scale_b_
+    assert loaded.confidence_ == rotation_model.confidence_
     assert loaded.get_params() == rotation_model.get_params()
     assert (loaded.n_features_a_, loaded.n_features_b_) == (384, 384)
     X = rotation_split.test_a
@@ -259,6 +271,7 @@ def test_fit_rejects_bad_input(small_data):
     (dict(alpha=1.5), "alpha"),
     (dict(n_runs=0), "n_runs"),
     (dict(refine_iter=-1), "refine_iter"),
+    (dict(n_restarts=0), "n_restarts"),
 ])
 def test_fit_rejects_bad_parameters(small_data, params, match):
     with pytest.raises(ValueError, match=match):

@@ -39,6 +39,7 @@ def _model_params(args):
 
 def _cmd_fit(args):
     from ._validation import check_output_path
+    from .confidence import CONFIDENCE_THRESHOLD
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")   # before a fit of minutes, not after
     from .sources import open_source
@@ -51,7 +52,8 @@ def _cmd_fit(args):
     model.save(args.output)
     _emit(args, {"map": args.output, "rows_a": X_a.n_rows, "rows_b": X_b.n_rows,
                  "dim_a": X_a.n_features, "dim_b": X_b.n_features,
-                 "fit_seconds": round(seconds, 2)})
+                 "fit_seconds": round(seconds, 2), "confidence": round(model.confidence_, 4),
+                 "confidence_threshold": CONFIDENCE_THRESHOLD})
 
 
 def _cmd_apply(args):

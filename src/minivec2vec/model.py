@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -15,6 +16,8 @@ from ._threads import resolve_n_threads, single_threaded_blas
 from ._validation import check_positive_int, check_random_state, check_rows
 from .anchors import match_anchors
 from .partials import partial_means, procrustes_partial
+from .confidence import (CONFIDENCE_THRESHOLD, AlignmentWarning, alignment_confidence,
+                         scoring_sample)
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
 from .refine import refine_clusters, refine_matching, refine_mutual
@@ -92,13 +95,27 @@ class MiniVec2Vec:
     Input: float16, float32 or float64 of any strides, read-only or memory-mapped, are used as
     they are; the stages work on one float32 copy of the sampled rows. NaN/Inf rows
     (NonFiniteError), all-zero rows (ZeroRowError) and other dtypes (DtypeError) are refused.
+    n_restarts : int, default 1
+        Independent runs of the stages up to refine-1 (anchors, pseudo-pairs, Procrustes,
+        refine-1), each with its own seed derived from ``random_state``; the run with the best
+        confidence score (see :mod:`minivec2vec.confidence`) goes on to the later stages.
+    confidence_sample : int, default 5000
+        Rows per side used to compute the confidence score.
+
+    Fitted attributes include ``confidence_`` (unpaired confidence of the final W: 0.34-0.45
+    measured for random maps, about 1 for a map as good as B's own sampling noise; below
+    ``CONFIDENCE_THRESHOLD`` = 0.80 the fit warns with :class:`AlignmentWarning`; between
+    different models even the true map scores 0.68-0.80, so such fits always warn) and
+    ``restart_confidences_`` (the score of each restart after refine-1; empty when
+    ``n_restarts`` is 1).
     """
 
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
                  n_neighbors=50, refine_iter=100, refine_sample=1000, refine_neighbors=50,
                  alpha=0.5, refine_clusters=500, mutual_iter=12, mutual_sample=10000,
                  csls_k=10, reproject=True, random_state=None,
-                 n_threads=None, memory_limit=None, fit_sample=100_000):
+                 n_threads=None, memory_limit=None, fit_sample=100_000, n_restarts=1,
+                 confidence_sample=5000):
         self.n_runs = n_runs
         self.n_clusters = n_clusters
         self.anchor_sample = anchor_sample
@@ -117,12 +134,14 @@ class MiniVec2Vec:
         self.n_threads = n_threads
         self.memory_limit = memory_limit
         self.fit_sample = fit_sample
+        self.n_restarts = n_restarts
+        self.confidence_sample = confidence_sample
 
     # ------------------------------------------------------------------ parameters
     _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
                     "refine_iter", "refine_sample", "refine_neighbors", "alpha",
                     "refine_clusters", "mutual_iter", "mutual_sample", "csls_k", "reproject", "random_state", "n_threads", "memory_limit",
-                    "fit_sample")
+                    "fit_sample", "n_restarts", "confidence_sample")
 
     def get_params(self, deep=True):
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
@@ -142,7 +161,7 @@ class MiniVec2Vec:
     def _check_params(self):
         for name in ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
                      "refine_sample", "refine_neighbors", "mutual_sample", "csls_k",
-                     "fit_sample"):
+                     "fit_sample", "n_restarts", "confidence_sample"):
             check_positive_int(getattr(self, name), name)
         for name in ("refine_iter", "refine_clusters", "mutual_iter"):
             check_positive_int(getattr(self, name), name, minimum=0)
@@ -228,25 +247,26 @@ class MiniVec2Vec:
         A = centre_normalise(X_a, self.mean_a_, "X_a", out=X_a if in_place else None)
         B = centre_normalise(X_b, self.mean_b_, "X_b", out=X_b if in_place else None)
 
-        t = time.perf_counter()
-        anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
-                                sample_size=sizes["anchor_sample"], qap_restarts=self.qap_restarts,
-                                rng=rng, n_threads=n_threads)
-        timings["anchors"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
-                                         sizes["n_neighbors"], n_threads,
-                                         plan["knn_pseudo_pairs"])
-        W = procrustes(M)
-        timings["pseudo_pairs"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        W = refine_matching(W, A, B, n_iter=self.refine_iter, sample_size=sizes["refine_sample"],
-                            n_neighbors=sizes["refine_neighbors"], alpha=self.alpha,
-                            reproject=self.reproject, rng=rng, n_threads=n_threads,
-                            memory_limit=plan["knn_refine"])
-        timings["refine_matching"] = time.perf_counter() - t
+        sample = None
+        restart_rngs = [rng]
+        if self.n_restarts > 1:
+            seeds = rng.integers(0, 2**63 - 1, size=self.n_restarts + 1)
+            sample = scoring_sample(A, B, sample_size=self.confidence_sample,
+                                    csls_k=sizes["csls_k"], rng=np.random.default_rng(seeds[0]),
+                                    n_threads=n_threads)
+            restart_rngs = [np.random.default_rng(seed) for seed in seeds[1:]]
+        best = None
+        restart_confidences = []
+        for restart_rng in restart_rngs:
+            W, anchors = self._initial_map(A, B, restart_rng, n_threads, sizes, plan, timings)
+            if sample is not None:
+                score = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
+                restart_confidences.append(score)
+                logger.info("restart %d: confidence %.3f", len(restart_confidences), score)
+                if best is None or score > best[0]:
+                    best = (score, W, anchors, restart_rng)
+        if best is not None:
+            _, W, anchors, rng = best
 
         t = time.perf_counter()
         if sizes["refine_clusters"]:
@@ -260,6 +280,19 @@ class MiniVec2Vec:
                           memory_limit=plan["knn_mutual"])
         timings["refine_mutual"] = time.perf_counter() - t
 
+        t = time.perf_counter()
+        if sample is None:
+            sample = scoring_sample(A, B, sample_size=self.confidence_sample,
+                                    csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
+        self.confidence_ = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
+        self.restart_confidences_ = np.asarray(restart_confidences, dtype=np.float64)
+        timings["confidence"] = time.perf_counter() - t
+        if self.confidence_ < CONFIDENCE_THRESHOLD:
+            warnings.warn(f"the alignment is doubtful: confidence {self.confidence_:.3f} is "
+                          f"below {CONFIDENCE_THRESHOLD} (mapped A rows do not land among B "
+                          "rows); try n_restarts > 1 or more rows", AlignmentWarning,
+                          stacklevel=4)
+
         self.W_ = np.ascontiguousarray(W, dtype=np.float64)
         self.anchors_a_ = anchors.anchors_a
         self.anchors_b_ = anchors.anchors_b
@@ -272,6 +305,30 @@ class MiniVec2Vec:
         logger.info("fit done in %.1f s (%s)", timings["total"],
                     ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total"))
         return self
+
+    def _initial_map(self, A, B, rng, n_threads, sizes, plan, timings):
+        """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1): one restart."""
+        t = time.perf_counter()
+        anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
+                                sample_size=sizes["anchor_sample"], qap_restarts=self.qap_restarts,
+                                rng=rng, n_threads=n_threads)
+        timings["anchors"] = timings.get("anchors", 0.0) + time.perf_counter() - t
+
+        t = time.perf_counter()
+        M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
+                                         sizes["n_neighbors"], n_threads,
+                                         plan["knn_pseudo_pairs"])
+        W = procrustes(M)
+        timings["pseudo_pairs"] = timings.get("pseudo_pairs", 0.0) + time.perf_counter() - t
+
+        t = time.perf_counter()
+        W = refine_matching(W, A, B, n_iter=self.refine_iter, sample_size=sizes["refine_sample"],
+                            n_neighbors=sizes["refine_neighbors"], alpha=self.alpha,
+                            reproject=self.reproject, rng=rng, n_threads=n_threads,
+                            memory_limit=plan["knn_refine"])
+        timings["refine_matching"] = (timings.get("refine_matching", 0.0)
+                                      + time.perf_counter() - t)
+        return W, anchors
 
     # ------------------------------------------------------------------ transform
     def _check_fitted(self):
@@ -330,7 +387,7 @@ class MiniVec2Vec:
         from . import __version__
         arrays = {name: getattr(self, name) for name in self._ARRAYS}
         extra = {"scale_b_": self.scale_b_, "timings_": self.timings_,
-                 "stage_settings_": getattr(self, "stage_settings_", {}),
+                 "confidence_": getattr(self, "confidence_", None),
                  "minivec2vec_version": __version__}
         _mapfile.write_map(path, _json_safe_params(self.get_params()), arrays, extra)
 
@@ -359,7 +416,8 @@ class MiniVec2Vec:
             setattr(model, name, arrays[name])
         model.scale_b_ = scale_b
         model.timings_ = dict(extra.get("timings_", {}))
-        model.stage_settings_ = dict(extra.get("stage_settings_", {}))
+        if extra.get("confidence_") is not None:
+            model.confidence_ = float(extra["confidence_"])
         model.n_features_a_, model.n_features_b_ = W.shape
         return model
 

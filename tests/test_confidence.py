@@ -1,0 +1,122 @@
+"""The unpaired confidence score, n_restarts and the doubtful-alignment warning."""
+from __future__ import annotations
+
+import importlib
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from minivec2vec import MiniVec2Vec
+from minivec2vec.confidence import (CONFIDENCE_THRESHOLD, AlignmentWarning,
+                                    alignment_confidence, scoring_sample)
+from minivec2vec.model import centre_normalise, column_mean
+from minivec2vec.procrustes import procrustes
+
+model_module = importlib.import_module("minivec2vec.model")
+
+LIGHT = {"n_runs": 5, "refine_iter": 20, "refine_clusters": 50, "qap_restarts": 10,
+         "mutual_iter": 3, "mutual_sample": 600, "confidence_sample": 300}
+
+
+def _centred(split):
+    A = centre_normalise(split.train_a, column_mean(split.train_a), "a")
+    B = centre_normalise(split.train_b, column_mean(split.train_b), "b")
+    return A, B
+
+
+def test_true_map_scores_high_and_random_maps_score_low(rotation_split):
+    """Oracle: on minilm vs rotated minilm, the supervised Procrustes map is near 1 and above
+    the threshold; random orthogonal maps of the same data are far below it."""
+    A, B = _centred(rotation_split)
+    sample = scoring_sample(A, B, sample_size=1000, csls_k=10, rng=np.random.default_rng(0))
+    A_pairs = centre_normalise(rotation_split.train_a, column_mean(rotation_split.train_a), "a")
+    B_pairs = centre_normalise(rotation_split.paired_train_b,
+                               column_mean(rotation_split.paired_train_b), "b")
+    W_true = procrustes(A_pairs.T.astype(np.float64) @ B_pairs.astype(np.float64))
+    good = alignment_confidence(W_true, sample, 10)
+    rng = np.random.default_rng(1)
+    bad = [alignment_confidence(procrustes(rng.standard_normal(W_true.shape)), sample, 10)
+           for _ in range(3)]
+    assert good > CONFIDENCE_THRESHOLD > max(bad), (good, bad)
+    assert 0.9 < good < 1.1
+
+
+def test_confidence_is_invariant_to_rotating_b(rotation_split):
+    """Rotating B's coordinates (and W with it) leaves the score unchanged."""
+    A, B = _centred(rotation_split)
+    R = procrustes(np.random.default_rng(2).standard_normal((B.shape[1], B.shape[1])))
+    W = procrustes(np.random.default_rng(3).standard_normal((A.shape[1], B.shape[1])))
+    s1 = scoring_sample(A, B, sample_size=500, csls_k=10, rng=np.random.default_rng(4))
+    s2 = scoring_sample(A, (B @ R).astype(np.float32), sample_size=500, csls_k=10,
+                        rng=np.random.default_rng(4))
+    assert abs(alignment_confidence(W, s1, 10) - alignment_confidence(W @ R, s2, 10)) < 1e-4
+
+
+def test_n_restarts_continues_the_best_scoring_restart(monkeypatch, rotation_split):
+    """Every restart's W is scored; the one that goes on to refine-2 is the argmax."""
+    train_a, train_b = rotation_split.train_a[:800], rotation_split.train_b[:800]
+    initial, passed_on = [], []
+    original_initial = model_module.MiniVec2Vec._initial_map
+    original_refine = model_module.refine_clusters
+
+    def recording_initial(self, *args, **kwargs):
+        W, anchors = original_initial(self, *args, **kwargs)
+        initial.append(W.copy())
+        return W, anchors
+
+    def recording_refine(W, *args, **kwargs):
+        passed_on.append(W.copy())
+        return original_refine(W, *args, **kwargs)
+
+    monkeypatch.setattr(model_module.MiniVec2Vec, "_initial_map", recording_initial)
+    monkeypatch.setattr(model_module, "refine_clusters", recording_refine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlignmentWarning)
+        model = MiniVec2Vec(random_state=5, n_threads=1, n_restarts=3, n_runs=1,
+                            **{k: v for k, v in LIGHT.items() if k != "n_runs"}).fit(train_a, train_b)
+    assert len(initial) == 3 and len(passed_on) == 1
+    scores = model.restart_confidences_
+    assert scores.shape == (3,)
+    np.testing.assert_array_equal(passed_on[0], initial[int(np.argmax(scores))])
+
+
+def test_n_restarts_is_deterministic(rotation_split):
+    data = rotation_split.train_a[:600], rotation_split.train_b[:600]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlignmentWarning)
+        one = MiniVec2Vec(random_state=3, n_threads=1, n_restarts=2, **LIGHT).fit(*data)
+        two = MiniVec2Vec(random_state=3, n_threads=2, n_restarts=2, **LIGHT).fit(*data)
+    assert one.W_.tobytes() == two.W_.tobytes()
+    np.testing.assert_array_equal(one.restart_confidences_, two.restart_confidences_)
+
+
+def test_doubtful_fit_warns(rotation_split):
+    """A fit crippled on purpose (refinement off, one anchor run of 3 clusters on 400 rows)
+    on minilm vs rotated minilm does not find the rotation, and says so."""
+    data = rotation_split.train_a[:400], rotation_split.train_b[:400]
+    with pytest.warns(AlignmentWarning, match="doubtful"):
+        model = MiniVec2Vec(random_state=0, n_threads=1, n_runs=1, n_clusters=3,
+                            anchor_sample=400, qap_restarts=1, refine_iter=0,
+                            refine_clusters=0, mutual_iter=0, confidence_sample=200).fit(*data)
+    assert model.confidence_ < CONFIDENCE_THRESHOLD
+
+
+def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):
+    """`minivec2vec fit` reports the confidence and its threshold; a crippled fit warns."""
+    from minivec2vec.cli import main
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(a, rotation_split.train_a[:400])
+    np.save(b, rotation_split.train_b[:400])
+    out = tmp_path / "map.mv2v"
+    argv = ["fit", str(a), str(b), "-o", str(out), "--json", "--n-threads", "1",
+            "--n-runs", "1", "--n-clusters", "3", "--anchor-sample", "400",
+            "--qap-restarts", "1", "--refine-iter", "0", "--refine-clusters", "0",
+            "--mutual-iter", "0", "--confidence-sample", "200"]
+    with pytest.warns(AlignmentWarning):
+        assert main(argv) == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert payload["confidence_threshold"] == CONFIDENCE_THRESHOLD
+    assert payload["confidence"] == pytest.approx(MiniVec2Vec.load(out).confidence_, abs=1e-4)
+    assert payload["confidence"] < CONFIDENCE_THRESHOLD
