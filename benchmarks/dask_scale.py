@@ -1,7 +1,7 @@
 """Fit and transform on Dask against one machine, at scale (issue 5's target: 1,000,000 x 768
 per side on a 2-worker local cluster, same W as one machine).
 
-    # 1. an n x d pair as .npy shards (private generator of this benchmark; see below)
+    # 1. an n x d pair as .npy shards (the project's generator)
     python benchmarks/dask_scale.py generate /work/dask-data --rows 1000000 --dim 768
     # 2. one machine: shards read into memory, MiniVec2Vec.fit, transform of every A row
     python benchmarks/dask_scale.py run /work/dask-data --engine local --out local.json
@@ -14,16 +14,10 @@ per side on a 2-worker local cluster, same W as one machine).
 prints and writes one JSON record: the per-stage ``timings_`` of the fit, the transform time,
 peak RSS of the client (and of each worker), and the map W (as a .npy beside the JSON).
 
-The data: side A and side B are disjoint draws of one source (a mixture of 64 anisotropic
-Gaussian clusters around a common offset, spectrum decaying as 1/sqrt(j)); B's rows are mapped
-by a random orthogonal Q (saved as truth_Q.npy) plus small noise. Shard s of side A is drawn
-from seed (seed, 0, s), of side B from (seed, 1, s): any shard can be regenerated alone.
-This data serves the equality and timing measurement only: the fit does not recover Q on it
-(its 64 centres span 63 of the 768 dimensions; the rest is noise). The project's shared data
-generator (issue 4) can replace ``generate``: ``run`` only needs a directory with A/part-*.npy
-and B/part-*.npy.
+The data come from the project's generator (``minivec2vec.synthetic.generate_pair``, the same
+as ``minivec2vec generate``): ``run`` reads DIR/a/part-*.npy and DIR/b/part-*.npy.
 
-Measured (docs/dask-readme.md) with
+Measured (docs/distributed.md, with this benchmark's earlier private generator) with
 ``--params '{"n_runs": 6, "refine_iter": 20, "refine_clusters": 100, "mutual_iter": 3, "n_threads": 2}'``
 on 1,000,000 x 768 float32 per side, 50,000-row shards.
 """
@@ -39,48 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-N_CLUSTERS = 64
-
-
 # ------------------------------------------------------------------------------ generator
-def _source(seed, dim):
-    rng = np.random.default_rng([seed, 9])
-    spectrum = (1.0 / np.sqrt(np.arange(1, dim + 1))).astype(np.float32)
-    centres = rng.standard_normal((N_CLUSTERS, dim)).astype(np.float32) * spectrum
-    offset = rng.standard_normal(dim).astype(np.float32) * 0.5 * spectrum
-    Q = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
-    return spectrum, centres, offset, Q
-
-
-def _shard(seed, side, index, rows, dim, source):
-    spectrum, centres, offset, Q = source
-    rng = np.random.default_rng([seed, side, index])
-    labels = rng.integers(0, N_CLUSTERS, size=rows)
-    X = rng.standard_normal((rows, dim), dtype=np.float32)
-    X *= 0.6 * spectrum
-    X += centres[labels]
-    X += offset
-    if side == 1:
-        X = X @ Q.astype(np.float32)
-        X += 0.01 * rng.standard_normal((rows, dim), dtype=np.float32)
-    return X
-
-
 def generate(args):
-    root = Path(args.directory)
-    source = _source(args.seed, args.dim)
-    for side, name in ((0, "A"), (1, "B")):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for index, start in enumerate(range(0, args.rows, args.shard_rows)):
-            rows = min(args.shard_rows, args.rows - start)
-            X = _shard(args.seed, side, index, rows, args.dim, source).astype(args.dtype)
-            path = root / name / f"part-{index:05d}.npy"
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, X)
-            os.replace(tmp, path)
-    np.save(root / "truth_Q.npy", source[3])
-    print(json.dumps({"directory": str(root), "rows_per_side": args.rows, "dim": args.dim,
-                      "dtype": args.dtype, "shard_rows": args.shard_rows}))
+    """The project's generator (minivec2vec generate): DIR/a, DIR/b shards, true_map.npy."""
+    from minivec2vec.synthetic import generate_pair
+    generate_pair(args.directory, args.rows, args.dim, shard_rows=args.shard_rows,
+                  dtype=args.dtype, seed=args.seed)
 
 
 # ------------------------------------------------------------------------------ runs
@@ -112,7 +70,7 @@ def run(args):
     params = {"random_state": args.seed, **json.loads(args.params)}
     record = {"engine": args.engine, "params": params, "load_average_start": os.getloadavg()}
     t_total = time.perf_counter()
-    paths_a, paths_b = shard_paths(args.directory, "A"), shard_paths(args.directory, "B")
+    paths_a, paths_b = shard_paths(args.directory, "a"), shard_paths(args.directory, "b")
     n_a = sum(np.load(p, mmap_mode="r").shape[0] for p in paths_a)
     probe_rows = np.linspace(0, n_a - 1, 7).astype(np.int64)   # a few mapped rows compared
     if args.engine == "local":

@@ -16,7 +16,7 @@ from minivec2vec.procrustes import procrustes
 
 model_module = importlib.import_module("minivec2vec.model")
 
-LIGHT = {"n_runs": 5, "refine_iter": 20, "refine_clusters": 50, "qap_restarts": 10,
+LIGHT = {"n_runs": 5, "n_clusters": 10, "refine_iter": 20, "refine_clusters": 50, "qap_restarts": 10,
          "mutual_iter": 3, "mutual_sample": 600, "confidence_sample": 300}
 
 
