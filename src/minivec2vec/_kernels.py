@@ -126,29 +126,62 @@ def minibatch_step(batch,          # IN    (b, d) rows of this step
 
 
 @numba.njit(
-    types.float64(f32_2d, f64_1d, numba.int64, f64_1d, f64_1d, numba.boolean),
-    cache=True, nogil=True,
+    [types.void(x, f64_1d, f32_2d, f64_1d, f64_1d, f64_1d) for x in (f32_2d, f32_2d_ro)],
+    parallel=True, cache=True, nogil=True, fastmath=True,
 )
-def seeding_potential(dots,      # IN  (t, n) candidate-row inner products
-                      row_sq,    # IN  (n,) squared norms of the rows
-                      t,         # IN  which candidate (row of dots)
-                      cand_sq,   # IN  (t,) squared norms of the candidates
-                      closest,   # INOUT (n,) squared distance of each row to its nearest center
-                      update):   # IN  True: closest <- min(closest, distance to candidate t)
-    """k-means++ potential sum_i min(closest_i, |x_i - c_t|^2) of one candidate, and optionally
-    the update of ``closest``. Serial on purpose: n additions (the seeding sample, ~10^4 rows)
-    cost microseconds, less than waking a thread pool; the sum runs in row order."""
-    n = dots.shape[1]
-    total = 0.0
-    for i in range(n):
-        dist = max(row_sq[i] + cand_sq[t] - 2.0 * dots[t, i], 0.0)
+def seeding_potentials(X,           # IN  (n, d) rows
+                       row_sq,      # IN  (n,) squared norms of the rows
+                       candidates,  # IN  (t, d) candidate centers
+                       cand_sq,     # IN  (t,) their squared norms
+                       closest,     # IN  (n,) squared distance of each row to its nearest center
+                       potentials): # OUT (t,) sum_i min(closest_i, |x_i - c_t|^2)
+    """k-means++ potentials of every candidate in ONE pass over the rows: each row is read once
+    and dotted with the few candidates held in cache (a skinny GEMM reads all rows once per
+    candidate batch at a fraction of peak). Fixed chunks, partial sums added in chunk order:
+    the result does not depend on the thread count."""
+    n, d = X.shape
+    t = candidates.shape[0]
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    partial = np.zeros((n_chunks, t), dtype=np.float64)
+    for chunk in prange(n_chunks):
+        start = chunk * CHUNK
+        stop = min(start + CHUNK, n)
+        for i in range(start, stop):
+            row = X[i]
+            for c in range(t):
+                cand = candidates[c]
+                dot = np.float32(0.0)
+                for j in range(d):
+                    dot += row[j] * cand[j]
+                dist = max(row_sq[i] + cand_sq[c] - 2.0 * dot, 0.0)
+                partial[chunk, c] += min(dist, closest[i])
+    for c in range(t):
+        total = 0.0
+        for chunk in range(n_chunks):
+            total += partial[chunk, c]
+        potentials[c] = total
+
+
+@numba.njit(
+    [types.void(x, f64_1d, f32_1d, numba.float64, f64_1d) for x in (f32_2d, f32_2d_ro)],
+    parallel=True, cache=True, nogil=True, fastmath=True,
+)
+def seeding_update(X,          # IN    (n, d) rows
+                   row_sq,     # IN    (n,) squared norms of the rows
+                   center,     # IN    (d,) the new center
+                   center_sq,  # IN    its squared norm
+                   closest):   # INOUT (n,) squared distance of each row to its nearest center
+    """closest <- min(closest, |x_i - center|^2), with the same arithmetic as
+    :func:`seeding_potentials` (so the chosen candidate's potential is the sum of the result)."""
+    n, d = X.shape
+    for i in prange(n):
+        row = X[i]
+        dot = np.float32(0.0)
+        for j in range(d):
+            dot += row[j] * center[j]
+        dist = max(row_sq[i] + center_sq - 2.0 * dot, 0.0)
         if dist < closest[i]:
-            if update:
-                closest[i] = dist
-            total += dist
-        else:
-            total += closest[i]
-    return total
+            closest[i] = dist
 
 
 # --------------------------------------------------------------------------------------------

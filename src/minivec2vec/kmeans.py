@@ -69,11 +69,7 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     row_sq = np.einsum("ij,ij->i", X32, X32)
     shift_tol = tol * float(np.mean(np.var(X32, axis=0))) if lloyd_passes else 0.0
 
-    if init is None:
-        size = init_size or max(3 * batch_size, 20 * n_clusters)
-        sample = X32 if size >= n else X32[np.sort(rng.choice(n, size, replace=False))]
-        centers = _kmeans_plusplus(sample, n_clusters, rng)
-    else:
+    if init is not None:
         centers = check_embeddings(init, "init", n_features=d)
         if centers.shape[0] != n_clusters:
             raise ShapeError(f"init: has {centers.shape[0]} rows, expected n_clusters={n_clusters}")
@@ -81,6 +77,10 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
 
     check_kernels_can_run()
     with parallel_region(n_threads):
+        if init is None:
+            size = init_size or max(3 * batch_size, 20 * n_clusters)
+            sample = X32 if size >= n else X32[np.sort(rng.choice(n, size, replace=False))]
+            centers = _kmeans_plusplus(sample, n_clusters, rng)
 
         counts = np.zeros(n_clusters, dtype=np.float64)
         sums = np.empty((n_clusters, d), dtype=np.float64)
@@ -127,8 +127,8 @@ def _lloyd_update(centers, sums, counts, X32, sq_distances):
 def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
     """Greedy k-means++ (Arthur & Vassilvitskii): each step keeps the best of a few candidates.
 
-    The candidates' inner products with every row come from one small GEMM; their potentials
-    and the update of the nearest-center distances are one fused, parallel Numba pass each.
+    Each step is one fused, parallel Numba pass computing every candidate's potential, and one
+    updating the nearest-center distances (see _kernels.seeding_potentials).
     """
     n = X.shape[0]
     if n_local_trials is None:
@@ -138,8 +138,9 @@ def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
     first = int(rng.integers(n))
     centers[0] = X[first]
     closest = np.full(n, np.inf)
-    potential = _kernels.seeding_potential(np.ascontiguousarray((X @ X[first])[None, :]), x_sq, 0,
-                                           x_sq[first:first + 1], closest, True)
+    _kernels.seeding_update(X, x_sq, centers[0], float(x_sq[first]), closest)
+    potential = float(closest.sum())
+    potentials = np.empty(n_local_trials, dtype=np.float64)
     for c in range(1, n_clusters):
         if potential <= 0:
             # fewer distinct rows than clusters: pick remaining centers uniformly
@@ -148,10 +149,10 @@ def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
             cum = np.cumsum(closest)
             cand = np.searchsorted(cum, rng.random(n_local_trials) * cum[-1])
             cand = np.minimum(cand, n - 1)
-        dots = X[cand] @ X.T
-        pots = [_kernels.seeding_potential(dots, x_sq, t, x_sq[cand], closest, False)
-                for t in range(cand.size)]
-        best = int(np.argmin(pots))
+        _kernels.seeding_potentials(X, x_sq, np.ascontiguousarray(X[cand]), x_sq[cand], closest,
+                                    potentials[:cand.size])
+        best = int(np.argmin(potentials[:cand.size]))
         centers[c] = X[cand[best]]
-        potential = _kernels.seeding_potential(dots, x_sq, best, x_sq[cand], closest, True)
+        _kernels.seeding_update(X, x_sq, centers[c], float(x_sq[cand[best]]), closest)
+        potential = float(potentials[best])
     return centers
