@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
+import minivec2vec
 from minivec2vec import MiniVec2Vec, kmeans, knn
 from minivec2vec._threads import threading_layer
 
 N_THREADS = 8
-SRC = str(Path(__file__).parents[1] / "src")
+# children import the same minivec2vec as this process (installed, or the source tree with its
+# built extension), never the bare source tree of the checkout
+SRC = str(Path(minivec2vec.__file__).resolve().parents[1])
 
 
 def run_together(function, n_threads=N_THREADS):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import minivec2vec
 from minivec2vec import MiniVec2Vec, evaluate
 from minivec2vec._memory import FIXED_OVERHEAD, MemoryPlanError
 from minivec2vec.cli import main
@@ -22,7 +23,9 @@ from minivec2vec.model import column_mean, sample_rows
 from minivec2vec.sources import NpyShardsSource, open_source, scan
 from minivec2vec.synthetic import generate_pair
 
-SRC = str(Path(__file__).parents[1] / "src")
+# children import the same minivec2vec as this process (installed, or the source tree with its
+# built extension), never the bare source tree of the checkout
+SRC = str(Path(minivec2vec.__file__).resolve().parents[1])
 SMALL = dict(n_runs=4, refine_iter=5, refine_clusters=40, mutual_iter=2, mutual_sample=2000)
 
 
