@@ -396,3 +396,15 @@ def test_generator_does_not_depend_on_the_shard_size(tmp_path):
     np.testing.assert_array_equal(one.read(0, 9000), two.read(0, 9000))
     with pytest.raises(FileExistsError):
         generate_pair(tmp_path / "one", 10, 8)
+
+
+def test_cli_apply_n_threads_gives_the_same_bytes(tmp_path, fitted):
+    """--n-threads bounds the BLAS threads of apply's matmul; the output does not change."""
+    map_path, inputs = fitted
+    outputs = []
+    for threads in ([], ["--n-threads", "1"]):
+        out = tmp_path / f"out{len(outputs)}.npy"
+        assert main(["apply", str(map_path), str(inputs), "-o", str(out), "--quiet",
+                     "--chunk-rows", "3000", *threads]) == 0
+        outputs.append(_sha(out))
+    assert outputs[0] == outputs[1]

@@ -5,6 +5,7 @@ Every failure prints one line ``minivec2vec: error: ...`` on stderr and exits wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -59,14 +60,19 @@ def _cmd_fit(args):
 def _cmd_apply(args):
     from ._validation import check_output_path
     from .etl import apply_map
+    from threadpoolctl import threadpool_limits
+
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")
     model = MiniVec2Vec.load(args.map)
     t0 = time.perf_counter()
-    sidecar = apply_map(model, args.input, args.output, map_path=args.map,
-                        add_mean=args.add_mean, memory_limit=args.memory_limit,
-                        chunk_rows=args.chunk_rows, progress=not args.quiet,
-                        column=args.column)
+    # the per-chunk matmul is BLAS: --n-threads bounds its threads (default: BLAS's own)
+    with (threadpool_limits(limits=args.n_threads, user_api="blas") if args.n_threads
+          else contextlib.nullcontext()):
+        sidecar = apply_map(model, args.input, args.output, map_path=args.map,
+                            add_mean=args.add_mean, memory_limit=args.memory_limit,
+                            chunk_rows=args.chunk_rows, progress=not args.quiet,
+                            column=args.column)
     seconds = time.perf_counter() - t0
     _emit(args, {"output": args.output, "rows": sidecar["rows"], "dim": sidecar["dim"],
                  "sidecar": args.output + ".json", "seconds": round(seconds, 2),
@@ -113,8 +119,9 @@ def _cmd_demo(args):
         rows.append((title, got, ceiling, seconds))
         print(f"  {title}: top-1 {got['top1']:.3f}, mean rank {got['mean_rank']:.2f} "
               f"(supervised ceiling: top-1 {ceiling['top1']:.3f}, mean rank "
-              f"{ceiling['mean_rank']:.2f}); fit {seconds:.1f} s on {s.train_a.shape[0]} + "
-              f"{s.train_b.shape[0]} unpaired rows", flush=True)
+              f"{ceiling['mean_rank']:.2f}); unpaired confidence {model.confidence_:.3f}; "
+              f"fit {seconds:.1f} s on {s.train_a.shape[0]} + {s.train_b.shape[0]} unpaired "
+              "rows", flush=True)
         if a == b:
             texts = load_sample_texts()
             pool_start = len(texts) - got["pool"]
