@@ -25,8 +25,10 @@ def relative_representation(X, anchors, block_rows=65536):
 def pseudo_pair_cross_covariance(X_a, X_b, anchors_a, anchors_b, n_neighbors, n_threads=None,
                                  memory_limit=None):
     """d_a x d_b cross-covariance of every A row with the mean of its k matched B rows."""
-    rel_a = relative_representation(X_a, anchors_a)
-    rel_b = relative_representation(X_b, anchors_b)
-    _, neighbours = _knn(rel_a, rel_b, n_neighbors, metric="cosine", n_threads=n_threads,
+    # the descriptions are fresh arrays: normalised in place, cosine is the inner product, and
+    # the kNN needs no normalised copy of the (n_b x n_anchors) database
+    rel_a = normalise_rows(relative_representation(X_a, anchors_a))
+    rel_b = normalise_rows(relative_representation(X_b, anchors_b))
+    _, neighbours = _knn(rel_a, rel_b, n_neighbors, metric="ip", n_threads=n_threads,
                         memory_limit=memory_limit)
     return neighbour_cross_covariance(X_a, X_b, neighbours, n_threads=n_threads)
