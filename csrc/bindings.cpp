@@ -131,17 +131,33 @@ int64_t row_stride(const py::array &a) {
     return a.shape(0) > 1 ? a.strides(0) / static_cast<int64_t>(a.itemsize()) : a.shape(1);
 }
 
-std::unique_ptr<mv2v::int8::PackedDatabase> pack_int8(const py::array &rows) {
+std::unique_ptr<mv2v::int8::PackedDatabase> pack_int8(const py::array &rows, const py::object &bias) {
     check_matrix<float>(rows, "rows", false);
     if (rows.shape(0) > 1 && rows.strides(0) % static_cast<int64_t>(sizeof(float)) != 0) {
         throw py::value_error("rows: row stride is not a multiple of 4 bytes");
+    }
+    const float *bias_data = nullptr;
+    py::array bias_array;
+    if (!bias.is_none()) {
+        bias_array = py::reinterpret_borrow<py::array>(bias);
+        if (!py::isinstance<py::array>(bias) || !bias_array.dtype().equal(py::dtype::of<float>())) {
+            throw py::type_error("bias: expected a float32 array");
+        }
+        if (bias_array.ndim() != 1 || bias_array.shape(0) != rows.shape(0)) {
+            throw py::value_error("bias: expected shape (" + std::to_string(rows.shape(0)) +
+                                  ",), one value per row");
+        }
+        if (bias_array.shape(0) > 1 && bias_array.strides(0) != static_cast<py::ssize_t>(sizeof(float))) {
+            throw py::value_error("bias: must be contiguous");
+        }
+        bias_data = static_cast<const float *>(bias_array.data());
     }
     auto packed = std::make_unique<mv2v::int8::PackedDatabase>();
     const float *data = static_cast<const float *>(rows.data());
     const int64_t n = rows.shape(0), d = rows.shape(1), ld = row_stride(rows);
     {
         py::gil_scoped_release release;
-        mv2v::int8::pack_database(data, ld, n, d, *packed);
+        mv2v::int8::pack_database(data, ld, n, d, bias_data, *packed);
     }
     return packed;
 }
@@ -191,8 +207,9 @@ scores/indices: float32/int64 (n_rows, k) C-contiguous heaps, initialised to
 -inf / -1. Releases the GIL.)doc");
     py::class_<mv2v::int8::PackedDatabase>(m, "Int8Database",
         "A float32 database quantised row by row to int8 codes, packed for search_int8.")
-        .def(py::init(&pack_int8), py::arg("rows"),
-             "Quantise and pack float32 rows (n, d), rows contiguous. Releases the GIL.")
+        .def(py::init(&pack_int8), py::arg("rows"), py::arg("bias") = py::none(),
+             "Quantise and pack float32 rows (n, d), rows contiguous; optional float32 bias (n,):\n"
+             "the score of row j becomes q . x_j + bias[j]. Releases the GIL.")
         .def_readonly("n_rows", &mv2v::int8::PackedDatabase::n_rows)
         .def_readonly("n_features", &mv2v::int8::PackedDatabase::n_features)
         .def_property_readonly("nbytes", &mv2v::int8::PackedDatabase::bytes);

@@ -15,6 +15,11 @@
 // worse than k exact scores already held, so the result is the exact top-k: the same set and
 // order (higher score first, the lower index on ties) whatever the tiles or threads.
 //
+// A database may carry one additive bias per row: the score of row j is then q.x_j + bias_j (the
+// same bound holds, bias_j being exact, plus the float32 rounding of one more addition). With
+// bias_j = -|c_j|^2 / 2 the best row is the nearest center in Euclidean distance (k-means
+// assignment); with bias_j = -r(y_j) / 2 it is the CSLS choice.
+//
 // Layout of the packed database: panels of NR = 64 rows; within a panel, for every group of 4
 // features, 64 rows x 4 int8 codes (256 bytes: one AVX-512 load per 16 rows). A micro-kernel
 // multiplies MR = 6 query rows by one panel with 24 int32 accumulators held in registers, and
@@ -100,16 +105,21 @@ struct PackedDatabase {
     std::vector<int32_t> shift;       // 128 * sum of the row's codes (unsigned-query correction)
     std::vector<float> panel_norm;    // per panel: max |x| (rounded up)
     std::vector<float> panel_error;   // per panel: max |x - x'| (rounded up)
+    std::vector<float> bias;          // n_panels * NR additive row scores, or empty (no bias)
+    std::vector<float> panel_bias;    // per panel: rounding margin of the bias addition
 
     size_t bytes() const {
-        return codes.size() + 4 * (scale.size() + shift.size() + panel_norm.size() + panel_error.size());
+        return codes.size() + 4 * (scale.size() + shift.size() + panel_norm.size() +
+                                   panel_error.size() + bias.size() + panel_bias.size());
     }
 };
 
 // Pack rows [0, n) of a row-major float32 matrix (row stride ld floats).
 //   rows  IN  n x d
+//   bias  IN  n additive row scores, or nullptr
 //   out   OUT the packed database
-inline void pack_database(const float *rows, int64_t ld, int64_t n, int64_t d, PackedDatabase &out) {
+inline void pack_database(const float *rows, int64_t ld, int64_t n, int64_t d, const float *bias,
+                          PackedDatabase &out) {
     out.n_rows = n;
     out.n_features = d;
     out.n_groups = (d + 3) / 4;
@@ -138,6 +148,19 @@ inline void pack_database(const float *rows, int64_t ld, int64_t n, int64_t d, P
         // bounds are rounded up so that float storage never makes them smaller
         out.panel_norm[p] = std::max(out.panel_norm[p], static_cast<float>(rc.norm * (1.0 + 1e-6)));
         out.panel_error[p] = std::max(out.panel_error[p], static_cast<float>(rc.error * (1.0 + 1e-6)));
+    }
+    if (bias != nullptr) {
+        // float32 additions of the bias to the approximate and to the exact score: each rounds
+        // by at most 2^-24 of a result below |bias| + |q||x|; the |q||x| part is already in the
+        // rounding margin, so the bound gains 4 * 2^-24 * max |bias| per panel.
+        out.bias.assign(static_cast<size_t>(out.n_panels * NR), 0.0f);
+        out.panel_bias.assign(static_cast<size_t>(out.n_panels), 0.0f);
+        for (int64_t i = 0; i < n; ++i) {
+            out.bias[i] = bias[i];
+            const int64_t p = i / NR;
+            out.panel_bias[p] = std::max(out.panel_bias[p],
+                                         static_cast<float>(std::fabs(static_cast<double>(bias[i])) * 0x1p-22 * (1.0 + 1e-6)));
+        }
     }
 }
 
@@ -191,10 +214,12 @@ MV2V_VNNI inline void search_block(const float *queries, int64_t ldq, int64_t m,
     }
     const int64_t panel_bytes = n_groups * NR * 4;
     const float inf = std::numeric_limits<float>::infinity();
+    const bool has_bias = !db.bias.empty();
 
     for (int64_t p = 0; p < db.n_panels; ++p) {
         const int8_t *panel = db.codes.data() + p * panel_bytes;
         const float pn = db.panel_norm[p], pe = db.panel_error[p];
+        const float pb = has_bias ? db.panel_bias[p] : 0.0f;
         for (int64_t r0 = 0; r0 < m_pad; r0 += MR) {
             // 6 x 64 int32 dot products of the unsigned query codes with the signed row codes
             __m512i acc[MR][4];
@@ -225,18 +250,19 @@ MV2V_VNNI inline void search_block(const float *queries, int64_t ldq, int64_t m,
                 const int64_t i = r0 + r;
                 if (i >= m) { threshold[r] = inf; continue; }
                 const float kth = scores[i * k];
-                threshold[r] = kth - (q_error[i] * pn + q_code_norm[i] * pe + q_margin[i] * pn);
+                threshold[r] = kth - (q_error[i] * pn + q_code_norm[i] * pe + q_margin[i] * pn + pb);
             }
 #pragma GCC unroll 4
             for (int c = 0; c < 4; ++c) {
                 const int64_t col = p * NR + 16 * c;
                 const __m512i shift = _mm512_loadu_si512(db.shift.data() + col);
                 const __m512 sx = _mm512_loadu_ps(db.scale.data() + col);
+                const __m512 bx = has_bias ? _mm512_loadu_ps(db.bias.data() + col) : _mm512_setzero_ps();
 #pragma GCC unroll 6
                 for (int r = 0; r < MR; ++r) {
-                    const __m512 approx = _mm512_mul_ps(
+                    const __m512 approx = _mm512_add_ps(_mm512_mul_ps(
                         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][c], shift)), sx),
-                        _mm512_set1_ps(q_scale[r0 + r]));
+                        _mm512_set1_ps(q_scale[r0 + r])), bx);
                     __mmask16 hits = _mm512_cmp_ps_mask(approx, _mm512_set1_ps(threshold[r]), _CMP_GE_OQ);
                     if (!hits) continue;
                     // rare path: exact scores of the candidates, into the running heap
@@ -249,9 +275,11 @@ MV2V_VNNI inline void search_block(const float *queries, int64_t ldq, int64_t m,
                         hits = static_cast<__mmask16>(hits & (hits - 1));
                         const int64_t j = col + bit;
                         if (j >= n) break;  // padding rows of the last panel (bits ascend)
-                        heap_push(s, ix, k, dot_f32(q, rows + j * ldr, d), offset + j);
+                        float exact = dot_f32(q, rows + j * ldr, d);
+                        if (has_bias) exact += db.bias[j];
+                        heap_push(s, ix, k, exact, offset + j);
                     }
-                    threshold[r] = s[0] - (q_error[i] * pn + q_code_norm[i] * pe + q_margin[i] * pn);
+                    threshold[r] = s[0] - (q_error[i] * pn + q_code_norm[i] * pe + q_margin[i] * pn + pb);
                 }
             }
         }

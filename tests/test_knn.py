@@ -265,9 +265,9 @@ class _ChunkSpy:
         self._core = core
         self.chunks = []
 
-    def Int8Database(self, rows):
+    def Int8Database(self, rows, bias=None):
         self.chunks.append(rows.shape[0])
-        return self._core.Int8Database(rows)
+        return self._core.Int8Database(rows, bias)
 
     def __getattr__(self, name):
         return getattr(self._core, name)
@@ -411,3 +411,57 @@ def test_knn_accepts_unpickled_float32_arrays(rng):
     assert D.dtype is not np.dtype(np.float32)
     scores, indices = knn(pickle.loads(pickle.dumps(Q)), D, 5)
     assert_matches_brute_force(scores, indices, Q, D, 5, "ip", atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ row bias
+@pytest.mark.parametrize("metric", ["ip", "cosine"])
+@pytest.mark.parametrize("k", [1, 10])
+@pytest.mark.parametrize("memory_limit", [None, "300kB"])
+@pytest.mark.parametrize("prepared", [False, True])
+def test_bias_equals_brute_force(rng, metric, k, memory_limit, prepared):
+    """score(q, j) = similarity(q, x_j) + bias[j]: the same exact top-k as brute force, with
+    biases large enough to reorder the rows (and through the int8 chunks of a memory limit)."""
+    Q = rng.standard_normal((200, 48)).astype(np.float32)
+    D = rng.standard_normal((3000, 48)).astype(np.float32)
+    bias = (rng.standard_normal(3000) * (3.0 if metric == "ip" else 0.2)).astype(np.float32)
+    S = similarity(Q, D, metric) + bias
+    order = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    database = knn_module.PreparedDatabase(D, metric, bias=bias) if prepared else D
+    scores, indices = knn_module._knn(Q, database, k, metric,
+                                      memory_limit=None if prepared else memory_limit,
+                                      bias=None if prepared else bias)
+    np.testing.assert_allclose(scores, np.take_along_axis(S, order, axis=1), rtol=0, atol=1e-4)
+    differ = indices != order
+    gap = np.abs(np.take_along_axis(S, indices, axis=1) - np.take_along_axis(S, order, axis=1))
+    assert differ.mean() <= 0.01 and np.all(gap[differ] <= 1e-4)
+
+
+def test_bias_nearest_center_is_kmeans_assignment(rng):
+    """With bias -|c|^2 / 2 the top-1 row is the nearest center in Euclidean distance."""
+    X = rng.standard_normal((1000, 40)).astype(np.float32)
+    C = rng.standard_normal((70, 40)).astype(np.float32)
+    _, indices = knn_module._knn(X, C, 1, bias=-0.5 * np.einsum("ij,ij->i", C, C))
+    distances = ((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_array_equal(indices[:, 0], distances.argmin(axis=1))
+
+
+def test_bias_of_wrong_shape_raises(rng):
+    D = rng.standard_normal((50, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"bias: expected shape \(50,\)"):
+        knn_module._knn(D, D, 1, bias=np.zeros(49, dtype=np.float32))
+    with pytest.raises(ValueError, match="carries its own bias"):
+        knn_module._knn(D, knn_module.PreparedDatabase(D), 1, bias=np.zeros(50, np.float32))
+
+
+def test_csls_nearest_equals_dense_oracle(rng):
+    """Both directions of csls_nearest against the CSLS matrix written out in full."""
+    Q = knn_module.normalise_rows(rng.standard_normal((400, 32)).astype(np.float32))
+    D = knn_module.normalise_rows(rng.standard_normal((600, 32)).astype(np.float32))
+    S = Q.astype(np.float64) @ D.T.astype(np.float64)
+    k = 10
+    r_q = np.sort(S, axis=1)[:, -k:].mean(axis=1)
+    r_d = np.sort(S, axis=0)[-k:, :].mean(axis=0)
+    csls = 2 * S - r_q[:, None] - r_d[None, :]
+    forward, backward = knn_module.csls_nearest(Q, D, k)
+    np.testing.assert_array_equal(forward, csls.argmax(axis=1))
+    np.testing.assert_array_equal(backward, csls.argmax(axis=0))

@@ -126,62 +126,40 @@ def minibatch_step(batch,          # IN    (b, d) rows of this step
 
 
 @numba.njit(
-    [types.void(x, f64_1d, f32_2d, f64_1d, f64_1d, f64_1d) for x in (f32_2d, f32_2d_ro)],
-    parallel=True, cache=True, nogil=True, fastmath=True,
+    [types.void(x, f64_1d, f32_2d, f64_1d, f64_1d, f64_2d, f64_1d) for x in (f32_2d, f32_2d_ro)],
+    parallel=True, cache=True, nogil=True,
 )
-def seeding_potentials(X,           # IN  (n, d) rows
-                       row_sq,      # IN  (n,) squared norms of the rows
-                       candidates,  # IN  (t, d) candidate centers
-                       cand_sq,     # IN  (t,) their squared norms
-                       closest,     # IN  (n,) squared distance of each row to its nearest center
-                       potentials): # OUT (t,) sum_i min(closest_i, |x_i - c_t|^2)
-    """k-means++ potentials of every candidate in ONE pass over the rows: each row is read once
-    and dotted with the few candidates held in cache (a skinny GEMM reads all rows once per
-    candidate batch at a fraction of peak). Fixed chunks, partial sums added in chunk order:
-    the result does not depend on the thread count."""
-    n, d = X.shape
-    t = candidates.shape[0]
+def seeding_distances(X,             # IN  (n, d) rows
+                      row_sq,        # IN  (n,) squared norms of the rows
+                      candidates_t,  # IN  (d, t) candidate centers, transposed
+                      cand_sq,       # IN  (t,) their squared norms
+                      closest,       # IN  (n,) squared distance of each row to its nearest center
+                      distances,     # OUT (t, n) squared distance of each row to each candidate
+                      potentials):   # OUT (t,) sum_i min(closest_i, distances[t, i])
+    """One k-means++ step's work in ONE pass over the rows: the distances of every row to the
+    few candidates (a BLAS product per chunk of rows, BLAS held to one thread by the caller)
+    and every candidate's potential. The chosen candidate's row of ``distances`` then updates
+    ``closest`` with no second pass. Fixed chunks, partial sums added in chunk order: the
+    result does not depend on the thread count."""
+    n = X.shape[0]
+    t = candidates_t.shape[1]
     n_chunks = (n + CHUNK - 1) // CHUNK
     partial = np.zeros((n_chunks, t), dtype=np.float64)
     for chunk in prange(n_chunks):
         start = chunk * CHUNK
         stop = min(start + CHUNK, n)
-        for i in range(start, stop):
-            row = X[i]
+        dots = np.dot(X[start:stop], candidates_t)
+        for i in range(stop - start):
+            row = start + i
             for c in range(t):
-                cand = candidates[c]
-                dot = np.float32(0.0)
-                for j in range(d):
-                    dot += row[j] * cand[j]
-                dist = max(row_sq[i] + cand_sq[c] - 2.0 * dot, 0.0)
-                partial[chunk, c] += min(dist, closest[i])
+                dist = max(row_sq[row] + cand_sq[c] - 2.0 * dots[i, c], 0.0)
+                distances[c, row] = dist
+                partial[chunk, c] += min(dist, closest[row])
     for c in range(t):
         total = 0.0
         for chunk in range(n_chunks):
             total += partial[chunk, c]
         potentials[c] = total
-
-
-@numba.njit(
-    [types.void(x, f64_1d, f32_1d, numba.float64, f64_1d) for x in (f32_2d, f32_2d_ro)],
-    parallel=True, cache=True, nogil=True, fastmath=True,
-)
-def seeding_update(X,          # IN    (n, d) rows
-                   row_sq,     # IN    (n,) squared norms of the rows
-                   center,     # IN    (d,) the new center
-                   center_sq,  # IN    its squared norm
-                   closest):   # INOUT (n,) squared distance of each row to its nearest center
-    """closest <- min(closest, |x_i - center|^2), with the same arithmetic as
-    :func:`seeding_potentials` (so the chosen candidate's potential is the sum of the result)."""
-    n, d = X.shape
-    for i in prange(n):
-        row = X[i]
-        dot = np.float32(0.0)
-        for j in range(d):
-            dot += row[j] * center[j]
-        dist = max(row_sq[i] + center_sq - 2.0 * dot, 0.0)
-        if dist < closest[i]:
-            closest[i] = dist
 
 
 # --------------------------------------------------------------------------------------------

@@ -127,20 +127,24 @@ def _lloyd_update(centers, sums, counts, X32, sq_distances):
 def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
     """Greedy k-means++ (Arthur & Vassilvitskii): each step keeps the best of a few candidates.
 
-    Each step is one fused, parallel Numba pass computing every candidate's potential, and one
-    updating the nearest-center distances (see _kernels.seeding_potentials).
+    Each step is one fused, parallel Numba pass computing the distances of every row to the
+    candidates and their potentials; the chosen candidate's distances then update the
+    nearest-center distances (see _kernels.seeding_distances).
     """
     n = X.shape[0]
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     x_sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
     centers = np.empty((n_clusters, X.shape[1]), dtype=np.float32)
+    distances = np.empty((n_local_trials, n), dtype=np.float64)
+    potentials = np.empty(n_local_trials, dtype=np.float64)
     first = int(rng.integers(n))
     centers[0] = X[first]
     closest = np.full(n, np.inf)
-    _kernels.seeding_update(X, x_sq, centers[0], float(x_sq[first]), closest)
-    potential = float(closest.sum())
-    potentials = np.empty(n_local_trials, dtype=np.float64)
+    _kernels.seeding_distances(X, x_sq, np.ascontiguousarray(X[first:first + 1].T),
+                               x_sq[first:first + 1], closest, distances[:1], potentials[:1])
+    closest = distances[0].copy()
+    potential = float(potentials[0])
     for c in range(1, n_clusters):
         if potential <= 0:
             # fewer distinct rows than clusters: pick remaining centers uniformly
@@ -149,10 +153,10 @@ def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
             cum = np.cumsum(closest)
             cand = np.searchsorted(cum, rng.random(n_local_trials) * cum[-1])
             cand = np.minimum(cand, n - 1)
-        _kernels.seeding_potentials(X, x_sq, np.ascontiguousarray(X[cand]), x_sq[cand], closest,
-                                    potentials[:cand.size])
+        _kernels.seeding_distances(X, x_sq, np.ascontiguousarray(X[cand].T), x_sq[cand], closest,
+                                   distances[:cand.size], potentials[:cand.size])
         best = int(np.argmin(potentials[:cand.size]))
         centers[c] = X[cand[best]]
-        _kernels.seeding_update(X, x_sq, centers[c], float(x_sq[cand[best]]), closest)
+        np.minimum(closest, distances[best], out=closest)
         potential = float(potentials[best])
     return centers

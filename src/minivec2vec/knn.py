@@ -98,22 +98,31 @@ def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, en
     return _knn(queries, database, k, metric, n_threads, memory_limit, engine)
 
 
-def _knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, engine=None):
+def _knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, engine=None,
+         bias=None):
     """:func:`knn` without input validation, for the pipeline's own already-checked arrays
     (the refine loops would otherwise rescan the whole database for NaN at every step).
-    ``database`` may also be a :class:`PreparedDatabase` (packed once, searched many times)."""
+    ``database`` may also be a :class:`PreparedDatabase` (packed once, searched many times).
+
+    ``bias`` (float32, one value per database row) makes the score of row j
+    ``similarity(q, x_j) + bias[j]``: with ``-|c_j|^2 / 2`` the best row is the nearest center
+    (k-means), with ``-r(y_j) / 2`` the CSLS choice. A prepared database carries its own."""
     n_threads = resolve_n_threads(n_threads)
     engine = ENGINE if engine is None else engine
     if isinstance(database, PreparedDatabase):
         if database.metric != metric:
             raise ValueError(f"the database was prepared for metric {database.metric!r}, "
                              f"not {metric!r}")
+        if bias is not None:
+            raise ValueError("bias: a prepared database carries its own bias")
         if database.packed is not None:
             return _search_int8(queries, database, k, metric, n_threads,
                                 parse_memory(memory_limit))
-        database = database.rows
+        database, bias = database.rows, database.bias
+    bias = _check_bias(bias, database.shape[0])
     if engine == "int8":
-        return _search_int8(queries, database, k, metric, n_threads, parse_memory(memory_limit))
+        return _search_int8(queries, database, k, metric, n_threads, parse_memory(memory_limit),
+                            bias)
     # Block sizes are planned for the most worker buffers this process can run, not for
     # n_threads: tile shapes (hence BLAS rounding) then never depend on the thread count.
     plan = _plan(queries.shape[0], database.shape[0], queries.shape[1], k, max_worker_threads(),
@@ -123,7 +132,17 @@ def _knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, e
     if plan["prepare_database"]:
         db = _prepared(database, metric)
     return _search(queries, db, k, metric, n_threads, plan,
-                   normalise_tiles=(metric == "cosine" and not plan["prepare_database"]))
+                   normalise_tiles=(metric == "cosine" and not plan["prepare_database"]),
+                   bias=bias)
+
+
+def _check_bias(bias, n_database):
+    if bias is None:
+        return None
+    bias = np.ascontiguousarray(bias, dtype=np.float32)
+    if bias.shape != (n_database,):
+        raise ValueError(f"bias: expected shape ({n_database},), got {bias.shape}")
+    return bias
 
 
 class PreparedDatabase:
@@ -131,13 +150,14 @@ class PreparedDatabase:
     with the int8 engine, their packed int8 codes. Used by the refine loops, which search the
     same rows a hundred times."""
 
-    def __init__(self, database, metric="ip", engine=None):
+    def __init__(self, database, metric="ip", engine=None, bias=None):
         if metric not in _METRICS:
             raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
         engine = ENGINE if engine is None else engine
         self.metric = metric
         self.rows = database if _usable_rows(database, metric) else _prepared(database, metric)
-        self.packed = _core.Int8Database(self.rows) if engine == "int8" else None
+        self.bias = _check_bias(bias, self.rows.shape[0])
+        self.packed = _core.Int8Database(self.rows, self.bias) if engine == "int8" else None
         self.shape = self.rows.shape
 
 
@@ -178,7 +198,7 @@ def _plan_int8(n_queries, n_database, d, k, n_threads, memory_limit, copy_rows):
     return {"query_block": query_block, "chunk": int(chunk)}
 
 
-def _search_int8(queries, database, k, metric, n_threads, memory_limit):
+def _search_int8(queries, database, k, metric, n_threads, memory_limit, bias=None):
     n_queries, d = queries.shape
     prepared = database if isinstance(database, PreparedDatabase) else None
     copy_rows = prepared is None and not _usable_rows(database, metric)
@@ -209,7 +229,7 @@ def _search_int8(queries, database, k, metric, n_threads, memory_limit):
                 rows = database[c0:c0 + chunk]
                 if copy_rows:
                     rows = _prepared(rows, metric)
-                packed = _core.Int8Database(rows)
+                packed = _core.Int8Database(rows, None if bias is None else bias[c0:c0 + chunk])
 
             def search(start, rows=rows, packed=packed, offset=c0):
                 stop = start + qb
@@ -279,7 +299,7 @@ def normalise_rows(block):
     return block
 
 
-def _search(queries, db, k, metric, n_threads, plan, normalise_tiles):
+def _search(queries, db, k, metric, n_threads, plan, normalise_tiles, bias=None):
     n_queries = queries.shape[0]
     n_database = db.shape[0]
     qb, tile = plan["query_block"], plan["tile"]
@@ -304,6 +324,8 @@ def _search(queries, db, k, metric, n_threads, plan, normalise_tiles):
                 d_tile = as_float32_block(d_tile)
             sim = buffer[:q.shape[0] * (t1 - t0)].reshape(q.shape[0], t1 - t0)
             np.matmul(q, d_tile.T, out=sim)
+            if bias is not None:
+                sim += bias[t0:t1]
             _core.fold_tile(sim, t0, s_block, i_block)
         _core.sort_topk(s_block, i_block)
 
@@ -323,8 +345,8 @@ def csls_nearest(queries, database, k=10, n_threads=None, memory_limit=None):
 
     CSLS(q, y) = 2 cos(q, y) - r_D(y) - r_Q(q), where r_D(y) is the mean similarity of y to its
     k nearest queries and r_Q(q) that of q to its k nearest database rows: it discounts hubs.
-    The argmax over y does not depend on r_Q(q), and 2 cos(q, y) - r_D(y) is the inner product
-    of [2q, -1] with [y, r_D(y)], so each direction is one exact :func:`knn` call.
+    The argmax over y does not depend on r_Q(q), and ranks y as cos(q, y) - r_D(y) / 2 does:
+    an exact :func:`knn` with a per-row bias, one call per direction.
 
     Returns (forward, backward): forward[i] is the CSLS-best database row of query i,
     backward[j] the CSLS-best query of database row j.
@@ -333,17 +355,10 @@ def csls_nearest(queries, database, k=10, n_threads=None, memory_limit=None):
     k_q = min(k, database.shape[0])
     r_q = _knn(queries, database, k_q, n_threads=n_threads, memory_limit=memory_limit)[0].mean(axis=1)
     r_db = _knn(database, queries, k_db, n_threads=n_threads, memory_limit=memory_limit)[0].mean(axis=1)
-
-    def augmented(X, scale, extra):
-        out = np.empty((X.shape[0], X.shape[1] + 1), dtype=np.float32)
-        np.multiply(X, scale, out=out[:, :-1], casting="unsafe")
-        out[:, -1] = extra
-        return out
-
-    forward = _knn(augmented(queries, 2.0, -1.0), augmented(database, 1.0, r_db), 1,
-                  n_threads=n_threads, memory_limit=memory_limit)[1][:, 0]
-    backward = _knn(augmented(database, 2.0, -1.0), augmented(queries, 1.0, r_q), 1,
-                   n_threads=n_threads, memory_limit=memory_limit)[1][:, 0]
+    forward = _knn(queries, database, 1, n_threads=n_threads, memory_limit=memory_limit,
+                   bias=-0.5 * r_db)[1][:, 0]
+    backward = _knn(database, queries, 1, n_threads=n_threads, memory_limit=memory_limit,
+                    bias=-0.5 * r_q)[1][:, 0]
     return forward, backward
 
 
