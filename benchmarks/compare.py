@@ -315,7 +315,8 @@ def case_kmeans(args, data):
     # scikit-learn counts max_iter in passes over the data: steps = (max_iter * n) // batch
     epochs = math.ceil(100 * batch / n)
     steps = (epochs * n) // batch
-    init_size = min(n, max(3 * batch, 20 * n_clusters))   # our default k-means++ sample
+    # our default k-means++ sample, which is also scikit-learn's (3 batches)
+    init_size = min(n, 3 * batch if 3 * batch >= n_clusters else 3 * n_clusters)
     common = dict(random_state=SEED, batch_size=batch, init_size=init_size,
                   n_threads=args.threads)
 
@@ -330,10 +331,13 @@ def case_kmeans(args, data):
     ours = table.add("minivec2vec.kmeans, mini-batch only", t,
                      f"inertia {inertia:.2f} (lloyd_passes=0)", reference=True)
     (_, _, inertia2), t = timed(
-        lambda: minivec2vec.kmeans(X, n_clusters, max_iter=steps, **common), args.repeat)
-    table.add("minivec2vec.kmeans, + Lloyd passes (default)", t,
-              f"inertia {inertia2:.2f} (lloyd_passes="
-              f"{inspect.signature(minivec2vec.kmeans).parameters['lloyd_passes'].default})")
+        lambda: minivec2vec.kmeans(X, n_clusters, random_state=SEED, n_threads=args.threads),
+        args.repeat)
+    defaults = inspect.signature(minivec2vec.kmeans).parameters
+    table.add("minivec2vec.kmeans, all defaults", t,
+              f"inertia {inertia2:.2f} (batch_size={defaults['batch_size'].default}, "
+              f"max_iter={defaults['max_iter'].default}, "
+              f"lloyd_passes={defaults['lloyd_passes'].default})")
 
     def sk_minibatch():
         return MiniBatchKMeans(n_clusters=n_clusters, batch_size=batch, max_iter=epochs, tol=0.0,

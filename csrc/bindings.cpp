@@ -153,12 +153,20 @@ std::unique_ptr<mv2v::int8::PackedDatabase> pack_int8(const py::array &rows, con
         bias_data = static_cast<const float *>(bias_array.data());
     }
     auto packed = std::make_unique<mv2v::int8::PackedDatabase>();
+#if defined(MV2V_X86) && defined(__GNUC__)
+    if (!mv2v::int8::cpu_has_vnni()) {
+        throw std::runtime_error("Int8Database: this CPU has no AVX-512 VNNI; use the BLAS path");
+    }
     const float *data = static_cast<const float *>(rows.data());
     const int64_t n = rows.shape(0), d = rows.shape(1), ld = row_stride(rows);
     {
         py::gil_scoped_release release;
         mv2v::int8::pack_database(data, ld, n, d, bias_data, *packed);
     }
+#else
+    (void)bias_data;
+    throw std::runtime_error("Int8Database: not built for this CPU; use the BLAS path");
+#endif
     return packed;
 }
 

@@ -54,8 +54,9 @@ def anchor_run(X_a, X_b, *, n_clusters, sample_size, qap_restarts, seed):
     for X in (X_a, X_b):
         rows = X if sample_size >= X.shape[0] else X[np.sort(
             rng.choice(X.shape[0], sample_size, replace=False))]
+        # k-means++ on 6144 of the sampled rows, then Lloyd (no mini-batch steps)
         c, _, _ = kmeans(rows, n_clusters, random_state=rng, max_iter=0, lloyd_passes=20,
-                         n_threads=1)
+                         init_size=6144, n_threads=1)
         centroids.append(c)
     perm, score = solve_qap(centred_gram(centroids[0]), centred_gram(centroids[1]),
                             qap_restarts, rng)

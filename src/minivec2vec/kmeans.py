@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels
+from . import _kernels, knn
 from ._errors import ShapeError, TooFewRowsError
 from ._threads import check_kernels_can_run, parallel_region, resolve_n_threads
 from ._validation import check_embeddings, check_positive_int, check_random_state
@@ -19,9 +19,13 @@ from ._validation import check_embeddings, check_positive_int, check_random_stat
 # Below this many multiply-adds per assignment pass, one thread is faster than a parallel region
 # (anchor-size clusterings: 2000 x 20 x 384 took 0.5 s on 1 thread, 1.1-1.6 s on 2 under load).
 _SMALL_WORK = 50_000_000
+# From this many centers on, rows are labelled by the exact int8 kNN (k = 1 with the row bias
+# -|c|^2 / 2, where the CPU has VNNI): 60,000 x 500 x 384 takes 0.10 s instead of 0.16 s with
+# the BLAS kernel. Fewer centers leave most of its 64-row panels empty (20 centers: 4x slower).
+_KNN_MIN_CLUSTERS = 64
 
 
-def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_iter=100,
+def kmeans(X, n_clusters, random_state=None, init=None, batch_size=4096, max_iter=100,
            lloyd_passes=12, init_size=None, tol=1e-4, n_threads=None):
     """Cluster the rows of X.
 
@@ -33,18 +37,22 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     init : ndarray of shape (n_clusters, d), optional
         Starting centers (k-means++ when None).
     batch_size : int
-        Rows per mini-batch step.
+        Rows per mini-batch step. The default, 4096, with the default Lloyd passes brings the
+        inertia within 0.2-0.5% of scikit-learn's full ``KMeans`` on the real data (60,000 x
+        384 minilm rows, 500 clusters, seeds 0-2: 41,176-41,302 against 41,100); with 2048 it
+        stays 1.0-1.3% above (41,530-41,612) whatever the number of Lloyd passes (30: 1.1%).
     max_iter : int
         Number of mini-batch steps (0 = none).
     lloyd_passes : int
-        At most this many full Lloyd passes after the mini-batch steps (0 = none). The default,
-        12, brings the inertia within 1% of scikit-learn's full ``KMeans`` on the real data
-        (60,000 x 384 minilm rows, 500 clusters: 1.6% above with 2 passes, 0.9% with 12).
+        At most this many full Lloyd passes after the mini-batch steps (0 = none).
     tol : float
         Lloyd passes stop once the summed squared center shift is at most ``tol`` times the
         mean per-feature variance of X (scikit-learn's rule), or no label changes.
     init_size : int, optional
-        Rows sampled for k-means++ (default: max(3 * batch_size, 20 * n_clusters), at most n).
+        Rows sampled for k-means++ (default, as scikit-learn's: 3 * batch_size, or
+        3 * n_clusters when that is fewer than n_clusters; at most n). On the real data
+        (60,000 x 384, 500 clusters, seeds 0-2) 6,144 rows give the same inertia as 10,000
+        (mini-batch: 42,162 vs 42,145 on average) in two thirds of the seeding time.
     n_threads : int, optional
 
     Returns
@@ -78,7 +86,8 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
     check_kernels_can_run()
     with parallel_region(n_threads):
         if init is None:
-            size = init_size or max(3 * batch_size, 20 * n_clusters)
+            size = init_size or (3 * batch_size if 3 * batch_size >= n_clusters
+                                 else 3 * n_clusters)
             sample = X32 if size >= n else X32[np.sort(rng.choice(n, size, replace=False))]
             centers = _kmeans_plusplus(sample, n_clusters, rng)
 
@@ -88,26 +97,41 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=2048, max_ite
         step_size = min(batch_size, n)
         labels = np.empty(step_size, dtype=np.int64)
         sq = np.empty(step_size, dtype=np.float32)
+        batch = np.empty((step_size, d), dtype=np.float32)     # reused: no page faults per step
+        batch_sq = np.empty(step_size, dtype=np.float32)
         for _ in range(max_iter if batch_size < n else 0):
             rows = np.sort(rng.choice(n, step_size, replace=False))
-            batch = X32[rows]
-            _kernels.assign_labels(batch, row_sq[rows], centers, _sqnorms(centers), labels, sq)
+            np.take(X32, rows, axis=0, out=batch)
+            np.take(row_sq, rows, out=batch_sq)
+            _assign(batch, batch_sq, centers, labels, sq, n_threads)
             _kernels.minibatch_step(batch, labels, centers, counts, sums)
 
         labels = np.empty(n, dtype=np.int64)
         sq = np.empty(n, dtype=np.float32)
-        _kernels.assign_labels(X32, row_sq, centers, _sqnorms(centers), labels, sq)
+        _assign(X32, row_sq, centers, labels, sq, n_threads)
         previous = np.empty_like(labels)
         for _ in range(lloyd_passes):
             _kernels.cluster_sums(X32, labels, sums, batch_counts)
             before = centers.copy()
             _lloyd_update(centers, sums, batch_counts, X32, sq)
             previous[:] = labels
-            _kernels.assign_labels(X32, row_sq, centers, _sqnorms(centers), labels, sq)
+            _assign(X32, row_sq, centers, labels, sq, n_threads)
             shift = float(((centers - before) ** 2).sum())
             if np.array_equal(previous, labels) or shift <= shift_tol:
                 break  # converged
     return centers, labels, float(sq.astype(np.float64).sum())
+
+
+def _assign(X32, row_sq, centers, labels, sq_distances, n_threads):
+    """labels <- nearest center of every row, sq_distances <- its squared distance."""
+    center_sq = _sqnorms(centers)
+    if knn.ENGINE == "int8" and centers.shape[0] >= _KNN_MIN_CLUSTERS:
+        # argmin |x - c|^2 = argmax x.c - |c|^2 / 2, and |x - c|^2 = |x|^2 - 2 (x.c - |c|^2 / 2)
+        scores, nearest = knn._knn(X32, centers, 1, n_threads=n_threads, bias=-0.5 * center_sq)
+        labels[:] = nearest[:, 0]
+        np.maximum(row_sq - 2.0 * scores[:, 0], 0.0, out=sq_distances)
+    else:
+        _kernels.assign_labels(X32, row_sq, centers, center_sq, labels, sq_distances)
 
 
 def _sqnorms(centers):

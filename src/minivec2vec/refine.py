@@ -37,11 +37,13 @@ def refine_matching(W, X_a, X_b, *, n_iter, sample_size, n_neighbors, alpha, rep
 
 def refine_clusters(W, X_a, X_b, *, n_clusters, alpha, reproject, rng, n_threads=None):
     """Refine-2. Returns the new W."""
-    # two Lloyd passes, as this stage was measured with (docs/experiments.md); each pass is a
-    # full assignment of both sides, and tighter clusters are untested here
-    C_a, _, _ = kmeans(X_a, n_clusters, random_state=rng, lloyd_passes=2, n_threads=n_threads)
+    # mini-batches of 2048 rows and two Lloyd passes, as this stage was measured with
+    # (docs/experiments.md); each pass is a full assignment of both sides, and tighter
+    # clusters are untested here
+    C_a, _, _ = kmeans(X_a, n_clusters, random_state=rng, batch_size=2048, lloyd_passes=2,
+                       n_threads=n_threads)
     C_b, _, _ = kmeans(X_b, n_clusters, random_state=rng, init=C_a @ W.astype(np.float32),
-                       lloyd_passes=2, n_threads=n_threads)
+                       batch_size=2048, lloyd_passes=2, n_threads=n_threads)
     W_new = procrustes(C_a.astype(np.float64).T @ C_b.astype(np.float64))
     return smoothed_update(W, W_new, alpha, reproject)
 
