@@ -83,12 +83,12 @@ def cluster_sums(X,         # IN  (n, d)
         fill[labels[i]] += 1
     for j in prange(c):
         counts[j] = starts[j + 1] - starts[j]
-        for t in range(d):
-            sums[j, t] = 0.0
+        total = np.zeros(d, dtype=np.float64)   # a local accumulator: the loop vectorises
         for p in range(starts[j], starts[j + 1]):
             row = X[order[p]]
             for t in range(d):
-                sums[j, t] += row[t]
+                total[t] += row[t]
+        sums[j] = total
 
 
 @numba.njit(
