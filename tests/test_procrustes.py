@@ -64,13 +64,17 @@ def test_semi_orthogonal_equals_svd(rng, shape):
 
 
 @pytest.mark.parametrize("shape", [(20, 20), (30, 12), (12, 30), (384, 256)])
-def test_ill_conditioned_full_rank_stays_semi_orthogonal(rng, shape):
-    """Condition number 5e3 (a full-rank M with a decaying spectrum, as raw embedding
-    cross-covariances can have): W must still be (semi-)orthogonal to 1e-10 and equal U V^T."""
-    M = matrix_with_singular_values(rng, shape, np.geomspace(1.0, 2e-4, min(shape)))
+@pytest.mark.parametrize("condition", [5e3, 9e4])
+def test_ill_conditioned_full_rank_stays_semi_orthogonal(rng, shape, condition):
+    """Condition numbers 5e3 and 9e4 (a full-rank M with a decaying spectrum, as noisy
+    cross-covariances have; both past the plain eigh route's 1e3, the second near the 1e5 end
+    of its Newton-Schulz-polished route): W must still be (semi-)orthogonal to 1e-10 and
+    equal U V^T (to 1e-10, or 1e-8 near cond 1e5 where the Gram matrix's eigenvectors carry
+    cond^2 * eps ~ 1e-6 of error before the polishing step)."""
+    M = matrix_with_singular_values(rng, shape, np.geomspace(1.0, 1.0 / condition, min(shape)))
     W = procrustes(M)
     assert_semi_orthogonal(W, atol=1e-10)
-    np.testing.assert_allclose(W, svd_polar(M), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(W, svd_polar(M), rtol=0, atol=1e-10 if condition < 1e4 else 1e-8)
 
 
 @pytest.mark.parametrize("shape", [(20, 20), (30, 12), (12, 30)])

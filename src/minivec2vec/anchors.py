@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels
+from ._threads import single_threaded_blas
 from .kmeans import kmeans
 
 
@@ -77,11 +78,15 @@ def match_anchors(X_a, X_b, *, n_runs, n_clusters, sample_size, qap_restarts, rn
         return anchor_run(X_a, X_b, n_clusters=n_clusters, sample_size=sample_size,
                           qap_restarts=qap_restarts, seed=int(seed))
 
-    if n_threads > 1 and n_runs > 1:
-        with ThreadPoolExecutor(max_workers=min(n_threads, n_runs)) as pool:
-            results = list(pool.map(run, seeds))
-    else:
-        results = [run(seed) for seed in seeds]
+    # BLAS held to one thread for the whole stage, around the workers: threadpoolctl's limits
+    # are process-wide, so per-run limits entered and left by concurrent workers would let one
+    # worker restore two BLAS threads under the other's kernels (oversubscribed, serialised)
+    with single_threaded_blas():
+        if n_threads > 1 and n_runs > 1:
+            with ThreadPoolExecutor(max_workers=min(n_threads, n_runs)) as pool:
+                results = list(pool.map(run, seeds))
+        else:
+            results = [run(seed) for seed in seeds]
     return Anchors(np.concatenate([r[0] for r in results]),
                    np.concatenate([r[1] for r in results]),
                    np.asarray([r[2] for r in results]))
