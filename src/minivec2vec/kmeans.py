@@ -75,7 +75,13 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=4096, max_ite
         n_threads = 1  # a parallel region costs more than such work (results are identical)
     X32 = np.ascontiguousarray(X, dtype=np.float32)
     row_sq = np.einsum("ij,ij->i", X32, X32)
-    shift_tol = tol * float(np.mean(np.var(X32, axis=0))) if lloyd_passes else 0.0
+    # mean per-feature variance = (mean squared norm - squared norm of the mean) / d, from the
+    # row norms already at hand and one column-mean pass (np.var makes two passes and a copy)
+    shift_tol = 0.0
+    if lloyd_passes:
+        column_mean = X32.mean(axis=0, dtype=np.float64)
+        shift_tol = tol * max(float(row_sq.mean(dtype=np.float64) - column_mean @ column_mean),
+                              0.0) / d
 
     if init is not None:
         centers = check_embeddings(init, "init", n_features=d)
