@@ -31,7 +31,9 @@ from ._validation import (as_float32_block, check_embeddings, check_positive_int
 _METRICS = ("ip", "cosine")
 _ENGINES = ("int8", "blas")
 ENGINE = "int8" if _core.has_vnni() else "blas"   # the default engine on this CPU
-QUERY_BLOCK = 256        # rows of queries per task (upper bound)
+QUERY_BLOCK = 256        # rows of queries per task of the BLAS engine (upper bound)
+_INT8_QUERY_BYTES = 393216   # int8 engine: query codes per task (see _int8_query_block)
+_BLOCK_UNDER_LIMIT = 256     # int8 engine: query rows per task at most, under a memory_limit
 DATABASE_TILE = 2048     # database rows per similarity tile (upper bound)
 _MIN_TILE = 64
 _pools: dict = {}
@@ -179,10 +181,26 @@ def plan_knn(n_queries, n_database, d, k, memory_limit, copy_database, engine=No
     return _plan(n_queries, n_database, d, k, max_worker_threads(), memory_limit, copy_database)
 
 
+def _int8_query_block(n_queries, d, n_threads):
+    """Query rows per int8 task: as many as keep their codes (~384 KB) in L2 while the database
+    panels stream past, and at least one block per thread. Each block's exact re-scores read
+    the float32 database rows again, so fewer, larger blocks stream it fewer times: refine-1's
+    1,000 x 30,000 x 256 search (k = 50) 53 -> 42 ms, 10,000 x 60,000 x 384 0.98 -> 0.92 s,
+    against the former fixed 1/8 of the queries (at most 256). The int8 result is exact query
+    by query, so these blocks may follow the thread count without changing it."""
+    cap = max(16, _INT8_QUERY_BYTES // max(d, 1))
+    n_blocks = max(n_threads, -(-n_queries // cap))
+    n_blocks = -(-n_blocks // n_threads) * n_threads
+    return max(1, -(-n_queries // n_blocks))
+
+
 def _plan_int8(n_queries, n_database, d, k, n_threads, memory_limit, copy_rows):
     """Database chunk rows for the int8 engine; raise before any work if one chunk cannot fit."""
-    query_block = int(min(QUERY_BLOCK, max(16, -(-n_queries // 8))))
+    query_block = _int8_query_block(n_queries, d, 1)       # the largest any call uses
     fixed = n_queries * k * 12                               # the heaps
+    if memory_limit is not None:   # query blocks take at most half of what the heaps leave
+        room = (memory_limit - fixed) // (2 * n_threads * (5 * d + 16))
+        query_block = max(1, min(query_block, room, _BLOCK_UNDER_LIMIT))
     per_thread = query_block * (5 * d + 16) + 4096           # float32 query block, codes, scales
     per_row = d + 16 + (4 * d if copy_rows else 0)           # codes, scale, shift (+ float32 copy)
     chunk = n_database
@@ -204,7 +222,8 @@ def _search_int8(queries, database, k, metric, n_threads, memory_limit, bias=Non
     copy_rows = prepared is None and not _usable_rows(database, metric)
     plan = _plan_int8(n_queries, database.shape[0], d, k, max_worker_threads(), memory_limit,
                       copy_rows)
-    qb, chunk = plan["query_block"], plan["chunk"]
+    qb = min(_int8_query_block(n_queries, d, n_threads), plan["query_block"])
+    chunk = plan["chunk"]
     queries_usable = _usable_rows(queries, metric)
     scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     indices = np.full((n_queries, k), -1, dtype=np.int64)
