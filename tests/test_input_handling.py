@@ -107,7 +107,7 @@ def test_scale_down_rule():
 # before this rule). Measured 0.093 with this rule
 # (0.052 with refine_clusters left at 500). At 1,000 rows the anchor stage matches too few clusters
 # (8% of anchors right, against 22% at 2,000 rows) for the refinements to climb: defaults RUN
-# at the minimum but do not recover the rotation there (see docs/reliability-readme.md).
+# at the minimum but do not recover the rotation there (see docs/reliability.md).
 MIN_ROWS_TOP1_FLOOR = 0.02
 
 
