@@ -94,12 +94,16 @@ struct RowCode {
     double scale, norm, error, code_norm;
 };
 
+// Mask of the first min(left, 16) lanes of a 16-float step.
+inline __mmask16 lanes_left(int64_t left) {
+    return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
 MV2V_VNNI inline RowCode quantise_row(const float *x, int64_t d, int8_t *codes) {
     __m512 amax = _mm512_setzero_ps();
     __m512d norm2 = _mm512_setzero_pd();
     for (int64_t j = 0; j < d; j += 16) {
-        const __mmask16 m = d - j >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                        : static_cast<__mmask16>((1u << (d - j)) - 1u);
+        const __mmask16 m = lanes_left(d - j);
         const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
         amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
         const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
@@ -118,8 +122,7 @@ MV2V_VNNI inline RowCode quantise_row(const float *x, int64_t d, int8_t *codes) 
     __m512d err2 = _mm512_setzero_pd();
     __m512i code2 = _mm512_setzero_si512();
     for (int64_t j = 0; j < d; j += 16) {
-        const __mmask16 m = d - j >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                        : static_cast<__mmask16>((1u << (d - j)) - 1u);
+        const __mmask16 m = lanes_left(d - j);
         const __m512 v = _mm512_maskz_loadu_ps(m, x + j);
         __m512 c = _mm512_roundscale_ps(_mm512_mul_ps(v, inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         c = _mm512_min_ps(top, _mm512_max_ps(bottom, c));
@@ -197,8 +200,7 @@ MV2V_VNNI inline float dot_f32(const float *a, const float *b, int64_t d) {
         s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + j + 16), _mm512_loadu_ps(b + j + 16), s1);
     }
     for (; j < d; j += 16) {
-        const int64_t left = d - j < 16 ? d - j : 16;
-        const __mmask16 m = static_cast<__mmask16>((1u << left) - 1u);
+        const __mmask16 m = lanes_left(d - j);
         s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + j), _mm512_maskz_loadu_ps(m, b + j), s0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
@@ -266,12 +268,12 @@ MV2V_VNNI inline void search_block(const float *queries, int64_t ldq, int64_t m,
             }
             // Screen: approximate score s~ = s_q * s_x * (acc - shift) against the k-th best
             // exact score minus the error bound of this (query, panel).
-            float threshold[MR];
+            float bound[MR], threshold[MR];
             for (int r = 0; r < MR; ++r) {
                 const int64_t i = r0 + r;
                 if (i >= m) { threshold[r] = inf; continue; }
-                const float kth = scores[i * k];
-                threshold[r] = kth - (q_error[i] * pn + q_code_norm[i] * pe + q_margin[i] * pn + pb);
+                bound[r] = q_error[i] * pn + q_code_norm[i] * pe + q_margin[i] * pn + pb;
+                threshold[r] = scores[i * k] - bound[r];   // heap root: the k-th best exact score
             }
 #pragma GCC unroll 4
             for (int c = 0; c < 4; ++c) {
@@ -300,7 +302,7 @@ MV2V_VNNI inline void search_block(const float *queries, int64_t ldq, int64_t m,
                         if (has_bias) exact += db.bias[j];
                         heap_push(s, ix, k, exact, offset + j);
                     }
-                    threshold[r] = s[0] - (q_error[i] * pn + q_code_norm[i] * pe + q_margin[i] * pn + pb);
+                    threshold[r] = s[0] - bound[r];
                 }
             }
         }

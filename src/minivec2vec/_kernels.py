@@ -23,10 +23,10 @@ i64_1d = types.Array(types.int64, 1, "C")
 i64_2d = types.Array(types.int64, 2, "C")
 
 CHUNK = 256          # rows per parallel work item
-SMALL_CHUNK = 64     # rows per work item of assign_labels with at most this many centers
+SMALL_CHUNK = 64     # rows per work item of the kernels whose BLAS products are small: few
+                     # centers or candidates (OpenBLAS multiplies 64 rows without packing them),
+                     # and the cross-covariance (refine-1's 1,000 rows then fill all 8 slots)
 N_SLOTS = 8          # fixed accumulator slots for reductions (independent of the thread count)
-CROSSCOV_CHUNK = 64  # rows per cross-covariance chunk: refine-1's 1,000 rows fill all 8 slots
-                     # (with 256-row chunks 4 slots, all run by one thread of the static schedule)
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,13 +190,13 @@ def accumulate_neighbour_crosscov(X,          # IN  (n, d_a) sources
     d_b = Y.shape[1]
     k = neighbours.shape[1]
     n_slots = slots.shape[0]
-    n_chunks = (n + CROSSCOV_CHUNK - 1) // CROSSCOV_CHUNK
+    n_chunks = (n + SMALL_CHUNK - 1) // SMALL_CHUNK
     inv_k = np.float32(1.0 / k)
     for slot in prange(n_slots):
-        gathered = np.empty((CROSSCOV_CHUNK, d_b), dtype=np.float32)
+        gathered = np.empty((SMALL_CHUNK, d_b), dtype=np.float32)
         for chunk in range(slot, n_chunks, n_slots):
-            start = chunk * CROSSCOV_CHUNK
-            stop = min(start + CROSSCOV_CHUNK, n)
+            start = chunk * SMALL_CHUNK
+            stop = min(start + SMALL_CHUNK, n)
             rows = stop - start
             for i in range(rows):
                 for t in range(d_b):

@@ -50,7 +50,7 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=4096, max_ite
         mean per-feature variance of X (scikit-learn's rule), or no label changes.
     init_size : int, optional
         Rows sampled for k-means++ (default, as scikit-learn's: 3 * batch_size, or
-        3 * n_clusters when that is fewer than n_clusters; at most n). On the real data
+        3 * n_clusters when 3 batches hold fewer rows than n_clusters; at most n). On the real data
         (60,000 x 384, 500 clusters, seeds 0-2) 6,144 rows give the same inertia as 10,000
         (mini-batch: 42,162 vs 42,145 on average) in two thirds of the seeding time.
     n_threads : int, optional

@@ -185,7 +185,7 @@ def _int8_query_block(n_queries, d, n_threads):
     """Query rows per int8 task: as many as keep their codes (~384 KB) in L2 while the database
     panels stream past, and at least one block per thread. Each block's exact re-scores read
     the float32 database rows again, so fewer, larger blocks stream it fewer times: refine-1's
-    1,000 x 30,000 x 256 search (k = 50) 53 -> 42 ms, 10,000 x 60,000 x 384 0.98 -> 0.92 s,
+    1,000 x 30,000 x 256 search (k = 50) 53 -> 43 ms, 10,000 x 60,000 x 384 0.98 -> 0.85 s,
     against the former fixed 1/8 of the queries (at most 256). The int8 result is exact query
     by query, so these blocks may follow the thread count without changing it."""
     cap = max(16, _INT8_QUERY_BYTES // max(d, 1))
