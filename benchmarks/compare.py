@@ -434,10 +434,10 @@ def case_procrustes(args, data):
 # ------------------------------------------------------------------------------------------
 LIGHT = dict(n_runs=3, n_clusters=20, anchor_sample=2000, qap_restarts=5, n_neighbors=20,
              refine_iter=10, refine_sample=1000, refine_neighbors=20, refine_clusters=100,
-             mutual_iter=3, mutual_sample=2000)
+             mutual_iter=3, mutual_sample=2000, mutual_final_sample=2000)
 STAGE_KEYS = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
               "refine_iter", "refine_sample", "refine_neighbors", "alpha", "refine_clusters",
-              "reproject", "mutual_iter", "mutual_sample", "csls_k")
+              "reproject", "mutual_iter", "mutual_sample", "mutual_final_sample", "csls_k")
 PAPER_STAGES = ("anchors", "pseudo_pairs", "refine_matching", "refine_clusters")
 
 
@@ -580,7 +580,8 @@ def dense_fit(X_a, X_b, settings, seed):
     anchors), the full n_a x n_b cosine matrix, top-k by argpartition, mean of the k B rows.
     Refine-1: dense (sample x n_b) scores, argpartition, Procrustes, smoothing. Refine-2:
     KMeans on A, KMeans on B started at A's centroids mapped by W, Procrustes on the centroids.
-    Refine-mutual (our default's last stage): on fresh subsamples of both sides, the full CSLS
+    Refine-mutual (our default's last stage): on fresh subsamples of both sides (the same
+    growing pass sizes as ours), the full CSLS
     matrix 2 S - r_A - r_B (r = mean of the k best similarities by np.partition), argmax both
     ways, Procrustes on the mutual pairs.
     Returns (W, mean_a, mean_b, stage seconds).
@@ -588,6 +589,8 @@ def dense_fit(X_a, X_b, settings, seed):
     from scipy.linalg import svd
     from scipy.optimize import quadratic_assignment
     from sklearn.cluster import KMeans
+
+    from minivec2vec.refine import mutual_schedule  # the list of pass sizes, nothing else
 
     rng = np.random.default_rng(seed)
     s = settings
@@ -666,9 +669,11 @@ def dense_fit(X_a, X_b, settings, seed):
 
     # 5. refine-mutual
     t = time.perf_counter()
-    for _ in range(s.get("mutual_iter", 0)):
-        rows_a = A[rng.choice(A.shape[0], min(s["mutual_sample"], A.shape[0]), replace=False)]
-        rows_b = B[rng.choice(B.shape[0], min(s["mutual_sample"], B.shape[0]), replace=False)]
+    # the same pass sizes as ours (first half fixed, then growing to mutual_final_sample)
+    for size in mutual_schedule(s.get("mutual_iter", 0), s["mutual_sample"],
+                                s["mutual_final_sample"]):
+        rows_a = A[rng.choice(A.shape[0], min(size, A.shape[0]), replace=False)]
+        rows_b = B[rng.choice(B.shape[0], min(size, B.shape[0]), replace=False)]
         S = _normalise(rows_a @ W.astype(np.float32)) @ rows_b.T
         k = min(s["csls_k"], S.shape[0], S.shape[1])
         r_a = -np.partition(-S, k - 1, axis=1)[:, :k].mean(axis=1)

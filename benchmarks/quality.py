@@ -50,7 +50,8 @@ def run_one(a, b, seed, params, pool):
     ceiling = supervised_ceiling(s)
     return {"a": a, "b": b, "seed": seed, "top1": got["top1"], "mean_rank": got["mean_rank"],
             "mean_cos": got["mean_cos"], "confidence": model.confidence_,
-            "restart_confidences": model.restart_confidences_.tolist(), "ceiling_top1": ceiling["top1"],
+            "restart_confidences": model.restart_confidences_.tolist(),
+            "restart_agreement": model.restart_agreement_, "ceiling_top1": ceiling["top1"],
             "ceiling_mean_rank": ceiling["mean_rank"], "fit_seconds": seconds,
             "stage_seconds": model.timings_,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -98,7 +99,7 @@ def main(argv=None):
     variants = [(name, {**common, **params}) for name, params in variants]
 
     print(f"{'variant':<12} {'A -> B':<28} {'seed':>4} {'top-1':>6} {'rank':>7} "
-          f"{'ceiling':>7} {'ratio':>6} {'conf':>6} {'fit s':>7} {'peak MB':>8}", flush=True)
+          f"{'ceiling':>7} {'ratio':>6} {'conf':>6} {'agree':>6} {'fit s':>7} {'peak MB':>8}", flush=True)
     for name, params in variants:
         for a, b in pairs:
             for seed in seeds:
@@ -114,6 +115,7 @@ def main(argv=None):
                 print(f"{name:<12} {a + ' -> ' + b:<28} {seed:>4} {r['top1']:>6.3f} "
                       f"{r['mean_rank']:>7.2f} {r['ceiling_top1']:>7.3f} "
                       f"{r['top1'] / r['ceiling_top1']:>6.3f} {r['confidence']:>6.3f} "
+                      f"{r['restart_agreement']:>6.3f} "
                       f"{r['fit_seconds']:>7.1f} "
                       f"{r['peak_rss_mb']:>8.0f}", flush=True)
                 if args.out:

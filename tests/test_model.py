@@ -272,6 +272,7 @@ def test_fit_rejects_bad_input(small_data):
     (dict(n_runs=0), "n_runs"),
     (dict(refine_iter=-1), "refine_iter"),
     (dict(n_restarts=0), "n_restarts"),
+    (dict(mutual_sample=5000, mutual_final_sample=4000), "mutual_final_sample"),
 ])
 def test_fit_rejects_bad_parameters(small_data, params, match):
     with pytest.raises(ValueError, match=match):

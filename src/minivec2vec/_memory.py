@@ -120,7 +120,9 @@ def plan_fit(memory_limit, *, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, params
     # refine-1 also holds B packed for the kNN kernel (int8 codes + per-row scales)
     plan["knn_refine"] = knn_budget(4 * refine_rows * (d_a + d_b) + n_b * (d_b + 16), "refine-1",
                                     refine_rows, n_b, d_b, params["refine_neighbors"])
-    m_a, m_b = min(params["mutual_sample"], n_a), min(params["mutual_sample"], n_b)
+    # the last (largest) pass of the growing schedule sets the peak
+    last = max(params["mutual_sample"], params.get("mutual_final_sample", 0))
+    m_a, m_b = min(last, n_a), min(last, n_b)
     mutual_arrays = 4 * (m_a * d_a + m_b * d_b + m_a * d_b) + 8 * (m_a + m_b) * (d_b + 1)
     plan["knn_mutual"] = knn_budget(mutual_arrays, "refine-mutual", max(m_a, m_b),
                                     max(m_a, m_b), d_b + 1, min(params["csls_k"], m_a, m_b))

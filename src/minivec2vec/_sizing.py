@@ -8,7 +8,8 @@ The rule (``n`` = rows per side the stages see = min(n_a, n_b, fit_sample)):
   leaves centroids too noisy for the Gram-matrix matching. A smaller ``n_clusters`` (at least 3)
   lowers the minimum: ``n_clusters=10`` fits 500 rows per side.
 * every other size parameter is an upper bound that shrinks with ``n``:
-  ``anchor_sample``, ``refine_sample`` and ``mutual_sample`` -> at most ``n``;
+  ``anchor_sample``, ``refine_sample``, ``mutual_sample`` and ``mutual_final_sample`` -> at
+  most ``n``;
   ``n_neighbors`` and ``refine_neighbors`` -> at most ``n // 20`` (5% of the database);
   ``refine_clusters`` -> at most ``n // 4`` (at least 4 rows per cluster);
   ``csls_k`` -> at most ``n // 100``.
@@ -54,5 +55,6 @@ def stage_settings(params: dict, n_a: int, n_b: int) -> dict:
         "refine_neighbors": min(params["refine_neighbors"], k_cap),
         "refine_clusters": min(params["refine_clusters"], n // ROWS_PER_REFINE_CLUSTER),
         "mutual_sample": min(params["mutual_sample"], n),
+        "mutual_final_sample": min(params["mutual_final_sample"], n),
         "csls_k": min(params["csls_k"], max(1, n // CSLS_FRACTION)),
     }

@@ -61,6 +61,23 @@ def scoring_sample(X_a, X_b, *, sample_size, csls_k, rng, n_threads=None):
     return ScoringSample(rows_a, rows_b, reference_b, reference)
 
 
+def restart_agreement(maps, rows_a):
+    """Mean over pairs of restarts of the mean cosine between the same A rows mapped by each.
+
+    Restarts that found the same alignment map a row to nearly the same place; failed restarts
+    land in unrelated local optima, whose images are close to orthogonal. NaN for one map.
+    """
+    if len(maps) < 2:
+        return float("nan")
+    mapped = [normalise_rows(rows_a @ np.asarray(W, dtype=np.float32)) for W in maps]
+    total, pairs = 0.0, 0
+    for i in range(len(mapped)):
+        for j in range(i + 1, len(mapped)):
+            total += float(np.einsum("ij,ij->i", mapped[i], mapped[j]).mean())
+            pairs += 1
+    return total / pairs
+
+
 def alignment_confidence(W, sample: ScoringSample, csls_k, n_threads=None):
     """The confidence score of W on a :class:`ScoringSample` (see the module docstring)."""
     mapped = normalise_rows(sample.rows_a @ np.asarray(W, dtype=np.float32))

@@ -17,6 +17,7 @@ from ._validation import check_positive_int, check_random_state, check_rows
 from .anchors import match_anchors
 from .partials import partial_means, procrustes_partial
 from .confidence import (CONFIDENCE_THRESHOLD, AlignmentWarning, alignment_confidence,
+                         restart_agreement,
                          scoring_sample)
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
@@ -60,7 +61,12 @@ class MiniVec2Vec:
         Iterations of refine-mutual, run last: Procrustes on CSLS mutual nearest neighbours of
         fresh subsamples (not in the paper; 0 skips it and gives the paper's pipeline).
     mutual_sample : int, default 10000
-        Rows per side sampled for each refine-mutual iteration.
+        Rows per side sampled for each of the first half of the refine-mutual iterations.
+    mutual_final_sample : int, default 30000
+        Rows per side of the last refine-mutual iteration: the second half of the iterations
+        grow their sample geometrically from ``mutual_sample`` to this (denser samples give
+        closer pairs: top-1 0.59 -> 0.66 on minilm -> wordllama). Equal to ``mutual_sample``
+        keeps every iteration at that size; the cost of an iteration grows with its square.
     csls_k : int, default 10
         Neighbourhood size of the CSLS hubness correction.
     reproject : bool, default True
@@ -87,8 +93,8 @@ class MiniVec2Vec:
     With ``n`` = min(n_a, n_b, fit_sample) rows per side, fit needs ``n >= 50 * n_clusters``
     (1,000 rows per side with the defaults; a smaller ``n_clusters`` lowers it) and raises
     TooFewRowsError below. Every other size is an upper bound that scales down with ``n``:
-    ``anchor_sample``, ``refine_sample``, ``mutual_sample`` <= n; ``n_neighbors``,
-    ``refine_neighbors`` <= n // 20; ``refine_clusters`` <= n // 4; ``csls_k`` <= n // 100.
+    ``anchor_sample``, ``refine_sample``, ``mutual_sample``, ``mutual_final_sample`` <= n;
+    ``n_neighbors``, ``refine_neighbors`` <= n // 20; ``refine_clusters`` <= n // 4; ``csls_k`` <= n // 100.
     The defaults are untouched from 2,000 rows per side; the sizes used are in
     ``stage_settings_``.
 
@@ -113,6 +119,7 @@ class MiniVec2Vec:
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
                  n_neighbors=50, refine_iter=100, refine_sample=1000, refine_neighbors=50,
                  alpha=0.5, refine_clusters=500, mutual_iter=12, mutual_sample=10000,
+                 mutual_final_sample=30000,
                  csls_k=10, reproject=True, random_state=None,
                  n_threads=None, memory_limit=None, fit_sample=100_000, n_restarts=1,
                  confidence_sample=5000):
@@ -128,6 +135,7 @@ class MiniVec2Vec:
         self.refine_clusters = refine_clusters
         self.mutual_iter = mutual_iter
         self.mutual_sample = mutual_sample
+        self.mutual_final_sample = mutual_final_sample
         self.csls_k = csls_k
         self.reproject = reproject
         self.random_state = random_state
@@ -140,7 +148,8 @@ class MiniVec2Vec:
     # ------------------------------------------------------------------ parameters
     _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
                     "refine_iter", "refine_sample", "refine_neighbors", "alpha",
-                    "refine_clusters", "mutual_iter", "mutual_sample", "csls_k", "reproject", "random_state", "n_threads", "memory_limit",
+                    "refine_clusters", "mutual_iter", "mutual_sample", "mutual_final_sample",
+                    "csls_k", "reproject", "random_state", "n_threads", "memory_limit",
                     "fit_sample", "n_restarts", "confidence_sample")
 
     def get_params(self, deep=True):
@@ -160,11 +169,15 @@ class MiniVec2Vec:
 
     def _check_params(self):
         for name in ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
-                     "refine_sample", "refine_neighbors", "mutual_sample", "csls_k",
+                     "refine_sample", "refine_neighbors", "mutual_sample",
+                     "mutual_final_sample", "csls_k",
                      "fit_sample", "n_restarts", "confidence_sample"):
             check_positive_int(getattr(self, name), name)
         for name in ("refine_iter", "refine_clusters", "mutual_iter"):
             check_positive_int(getattr(self, name), name, minimum=0)
+        if self.mutual_final_sample < self.mutual_sample:
+            raise ValueError(f"mutual_final_sample: must be at least mutual_sample="
+                             f"{self.mutual_sample}, got {self.mutual_final_sample}")
         if not (isinstance(self.alpha, (int, float)) and 0.0 < self.alpha <= 1.0):
             raise ValueError(f"alpha: must be in (0, 1], got {self.alpha!r}")
         if self.n_clusters < 3:
@@ -257,8 +270,10 @@ class MiniVec2Vec:
             restart_rngs = [np.random.default_rng(seed) for seed in seeds[1:]]
         best = None
         restart_confidences = []
+        restart_maps = []
         for restart_rng in restart_rngs:
             W, anchors = self._initial_map(A, B, restart_rng, n_threads, sizes, plan, timings)
+            restart_maps.append(W)
             if sample is not None:
                 score = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
                 restart_confidences.append(score)
@@ -276,6 +291,7 @@ class MiniVec2Vec:
 
         t = time.perf_counter()
         W = refine_mutual(W, A, B, n_iter=self.mutual_iter, sample_size=sizes["mutual_sample"],
+                          final_sample_size=sizes["mutual_final_sample"],
                           csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads,
                           memory_limit=plan["knn_mutual"])
         timings["refine_mutual"] = time.perf_counter() - t
@@ -286,6 +302,7 @@ class MiniVec2Vec:
                                     csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
         self.confidence_ = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
         self.restart_confidences_ = np.asarray(restart_confidences, dtype=np.float64)
+        self.restart_agreement_ = restart_agreement(restart_maps, sample.rows_a)
         timings["confidence"] = time.perf_counter() - t
         if self.confidence_ < CONFIDENCE_THRESHOLD:
             warnings.warn(f"the alignment is doubtful: confidence {self.confidence_:.3f} is "

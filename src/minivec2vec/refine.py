@@ -8,6 +8,9 @@ Refine-mutual (ours, beyond the paper): on fresh random subsamples of both sides
 pairs that are mutual nearest neighbours under CSLS (hubness-corrected similarity) and solve
 Procrustes on them. Pairs that choose each other are far more precise than k-means of 50
 neighbours; measured on minilm -> wordllama it lifts top-1 from 0.48 to 0.59 (docs/experiments.md).
+The first half of its passes draw ``sample_size`` rows per side; the second half grow the draw
+geometrically to ``final_sample_size`` (coarse to fine: cheap passes move W into place, passes on
+denser samples find closer pairs; 0.59 -> 0.66 on the same pair).
 """
 from __future__ import annotations
 
@@ -48,14 +51,27 @@ def refine_clusters(W, X_a, X_b, *, n_clusters, alpha, reproject, rng, n_threads
     return smoothed_update(W, W_new, alpha, reproject)
 
 
+def mutual_schedule(n_iter, sample_size, final_sample_size):
+    """Rows per side of each refine-mutual pass: ``sample_size`` for the first half, then a
+    geometric growth that reaches ``final_sample_size`` on the last pass."""
+    first = (n_iter + 1) // 2
+    grow = n_iter - first
+    ratio = max(final_sample_size, sample_size) / sample_size
+    return [sample_size] * first + [int(round(sample_size * ratio ** (j / grow)))
+                                    for j in range(1, grow + 1)]
+
+
 def refine_mutual(W, X_a, X_b, *, n_iter, sample_size, csls_k, rng, n_threads=None,
-                  memory_limit=None):
-    """Refine-mutual. X_a, X_b: centred unit-norm float32 rows. Returns the new W."""
-    for _ in range(n_iter):
-        rows_a = X_a if sample_size >= X_a.shape[0] else X_a[np.sort(
-            rng.choice(X_a.shape[0], sample_size, replace=False))]
-        rows_b = X_b if sample_size >= X_b.shape[0] else X_b[np.sort(
-            rng.choice(X_b.shape[0], sample_size, replace=False))]
+                  memory_limit=None, final_sample_size=None):
+    """Refine-mutual. X_a, X_b: centred unit-norm float32 rows. Returns the new W.
+
+    ``final_sample_size`` (default ``sample_size``: no growth) is the draw of the last pass;
+    see :func:`mutual_schedule`."""
+    for size in mutual_schedule(n_iter, sample_size, final_sample_size or sample_size):
+        rows_a = X_a if size >= X_a.shape[0] else X_a[np.sort(
+            rng.choice(X_a.shape[0], size, replace=False))]
+        rows_b = X_b if size >= X_b.shape[0] else X_b[np.sort(
+            rng.choice(X_b.shape[0], size, replace=False))]
         mapped = normalise_rows(rows_a @ W.astype(np.float32))
         forward, backward = csls_nearest(mapped, rows_b, csls_k, n_threads, memory_limit)
         mutual = np.flatnonzero(backward[forward] == np.arange(forward.shape[0]))

@@ -1,0 +1,70 @@
+"""Refine-mutual's pass sizes, and that the growing passes are the ones that run."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from conftest import assert_semi_orthogonal
+from minivec2vec.evaluation import evaluate
+from minivec2vec.model import centre_normalise, column_mean
+from minivec2vec.procrustes import procrustes
+from minivec2vec.refine import mutual_schedule, refine_mutual
+
+refine_module = importlib.import_module("minivec2vec.refine")
+
+
+def test_schedule_holds_the_first_half_then_grows_to_the_final_size():
+    sizes = mutual_schedule(12, 10_000, 30_000)
+    assert len(sizes) == 12
+    assert sizes[:6] == [10_000] * 6
+    assert sizes[-1] == 30_000
+    assert all(later > earlier for earlier, later in zip(sizes[5:], sizes[6:]))
+    # geometric: equal ratios between consecutive growing passes
+    ratios = np.array(sizes[6:]) / np.array(sizes[5:-1])
+    np.testing.assert_allclose(ratios, 3 ** (1 / 6), rtol=1e-3)
+
+
+@pytest.mark.parametrize("n_iter,expected", [(0, []), (1, [500]), (2, [500, 2000]),
+                                             (3, [500, 500, 2000])])
+def test_schedule_short_runs(n_iter, expected):
+    assert mutual_schedule(n_iter, 500, 2000) == expected
+
+
+def test_schedule_without_growth_is_constant():
+    assert mutual_schedule(7, 800, 800) == [800] * 7
+
+
+def test_growing_passes_run_and_beat_fixed_small_passes(monkeypatch, rotation_split):
+    """Oracle: minilm vs rotated minilm (disjoint texts), starting from the true rotation plus
+    noise. Passes of 1000 rows per side pair texts too loosely and lose top-1 (0.92 -> 0.66);
+    growing the last passes to all 2000 rows keeps far more of it (0.86)."""
+    s = rotation_split
+    mean_a, mean_b = column_mean(s.train_a), column_mean(s.train_b)
+    A, B = centre_normalise(s.train_a, mean_a, "a"), centre_normalise(s.train_b, mean_b, "b")
+    partners = centre_normalise(s.paired_train_b, mean_b, "b")
+    W_true = procrustes(A.T.astype(np.float64) @ partners.astype(np.float64))
+    W_start = procrustes(W_true + 3.5 / np.sqrt(W_true.shape[0])
+                         * np.random.default_rng(0).standard_normal(W_true.shape))
+    test_a = centre_normalise(s.test_a, mean_a, "a")
+    test_b = centre_normalise(s.test_b, mean_b, "b")
+
+    def top1(W):
+        return evaluate(test_a @ W.astype(np.float32), test_b, n_threads=1)["top1"]
+
+    drawn = []
+    original = refine_module.csls_nearest
+
+    def recording(mapped, rows_b, *args, **kwargs):
+        drawn.append((mapped.shape[0], rows_b.shape[0]))
+        return original(mapped, rows_b, *args, **kwargs)
+
+    monkeypatch.setattr(refine_module, "csls_nearest", recording)
+    fixed, grown = (refine_mutual(W_start, A, B, n_iter=4, sample_size=1000,
+                                  final_sample_size=final, csls_k=10,
+                                  rng=np.random.default_rng(1), n_threads=1)
+                    for final in (1000, 2000))
+    assert drawn == [(1000, 1000)] * 4 + [(1000, 1000)] * 2 + [(1414, 1414), (2000, 2000)]
+    assert_semi_orthogonal(grown, atol=1e-6)
+    assert top1(grown) > top1(fixed) + 0.1, (top1(W_start), top1(fixed), top1(grown))
