@@ -3,9 +3,12 @@
 Fits MiniVec2Vec on the protocol split of ../shared/data for many seeds, with the default
 settings and with deliberately weakened settings that fail, on reduced training sizes
 (``--rows`` per side) to fit a small CPU budget; prints top-1 (needs the pairs, used only to
-judge) next to ``confidence_`` (needs no pairs). One process, data loaded once.
+judge) next to ``confidence_`` and ``restart_agreement_`` (need no pairs). One process, data
+loaded once.
 
     python benchmarks/confidence_seeds.py --pair minilm:minilm --seeds 0-9 --rows 3000
+    python benchmarks/confidence_seeds.py --pair wordllama:minilm --seeds 0-19 --rows 10000 \
+        --set n_restarts=2
 """
 from __future__ import annotations
 
@@ -36,15 +39,20 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=3000, help="training rows per side")
     parser.add_argument("--n-threads", type=int, default=2)
     parser.add_argument("--settings", default="default,weak,weak+mutual")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a MiniVec2Vec parameter applied to every setting (JSON value)")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
+    common = {key: json.loads(value) for key, _, value in
+              (item.partition("=") for item in args.set)}
     a, b = args.pair.split(":")
     first, _, last = args.seeds.partition("-")
     seeds = range(int(first), int(last or first) + 1)
     X_a, X_b = np.load(DATA / f"{a}.npy"), np.load(DATA / f"{b}.npy")
-    print(f"{'settings':<11} {'seed':>4} {'top-1':>6} {'rank':>8} {'conf':>6} {'fit s':>6}")
+    print(f"{'settings':<11} {'seed':>4} {'top-1':>6} {'rank':>8} {'conf':>6} {'agree':>6} "
+          f"{'fit s':>6}")
     for name in args.settings.split(","):
-        params = SETTINGS[name]
+        params = {**SETTINGS[name], **common}
         for seed in seeds:
             s = split(X_a, X_b, rotate_b=random_rotation(X_b.shape[1], 1000 + seed))
             t0 = time.perf_counter()
@@ -55,13 +63,16 @@ def main(argv=None):
             seconds = time.perf_counter() - t0
             got = evaluate_model(model, s)
             print(f"{name:<11} {seed:>4} {got['top1']:>6.3f} {got['mean_rank']:>8.1f} "
-                  f"{model.confidence_:>6.3f} {seconds:>6.1f}", flush=True)
+                  f"{model.confidence_:>6.3f} {model.restart_agreement_:>6.3f} "
+                  f"{seconds:>6.1f}", flush=True)
             if args.out:
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps({"pair": args.pair, "settings": name, "seed": seed,
                                          "rows": args.rows, "top1": got["top1"],
                                          "mean_rank": got["mean_rank"],
                                          "confidence": model.confidence_,
+                                         "restart_agreement": model.restart_agreement_,
+                                         "params": params,
                                          "fit_seconds": seconds}) + "\n")
     return 0
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from minivec2vec import MiniVec2Vec
-from minivec2vec.confidence import (CONFIDENCE_THRESHOLD, AlignmentWarning,
-                                    alignment_confidence, scoring_sample)
+from minivec2vec.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, AlignmentWarning,
+                                    alignment_confidence, doubtful, restart_agreement,
+                                    scoring_sample)
 from minivec2vec.model import centre_normalise, column_mean
 from minivec2vec.procrustes import procrustes
 
@@ -54,6 +55,30 @@ def test_confidence_is_invariant_to_rotating_b(rotation_split):
     assert abs(alignment_confidence(W, s1, 10) - alignment_confidence(W @ R, s2, 10)) < 1e-4
 
 
+def test_restart_agreement_oracles(rotation_split):
+    """Identical maps agree 1, opposite maps -1, one map gives NaN; on real rows two
+    independent random orthogonal maps agree about 0, the true rotation and itself 1."""
+    A, _ = _centred(rotation_split)
+    rows = A[:500]
+    rng = np.random.default_rng(6)
+    W1, W2 = (procrustes(rng.standard_normal((384, 384))) for _ in range(2))
+    assert restart_agreement([W1, W1], rows) == pytest.approx(1.0, abs=1e-5)
+    assert restart_agreement([W1, -W1], rows) == pytest.approx(-1.0, abs=1e-5)
+    assert np.isnan(restart_agreement([W1], rows))
+    assert abs(restart_agreement([W1, W2], rows)) < 0.05
+    # the best of the three pairs of (W2, W1, -W1, W1): the two equal maps
+    assert restart_agreement([W2, W1, -W1, W1], rows) == pytest.approx(1.0, abs=1e-5)
+    assert restart_agreement([W1, -W1, W2], rows) < 0.05
+
+
+def test_verdict_uses_agreement_when_there_are_restarts():
+    nan = float("nan")
+    assert doubtful(0.5, AGREEMENT_THRESHOLD + 0.01) is None       # agreement decides
+    assert "restarts disagree" in doubtful(1.0, AGREEMENT_THRESHOLD - 0.01)
+    assert doubtful(CONFIDENCE_THRESHOLD + 0.01, nan) is None       # one restart: confidence
+    assert "n_restarts >= 2" in doubtful(CONFIDENCE_THRESHOLD - 0.01, nan)
+
+
 def test_n_restarts_continues_the_best_scoring_restart(monkeypatch, rotation_split):
     """Every restart's W is scored; the one that goes on to refine-2 is the argmax."""
     train_a, train_b = rotation_split.train_a[:800], rotation_split.train_b[:800]
@@ -92,19 +117,28 @@ def test_n_restarts_is_deterministic(rotation_split):
     np.testing.assert_array_equal(one.restart_confidences_, two.restart_confidences_)
 
 
-def test_doubtful_fit_warns(rotation_split):
+@pytest.mark.parametrize("n_restarts,reason", [(1, "confidence"), (2, "restarts disagree")])
+def test_doubtful_fit_warns(rotation_split, n_restarts, reason):
     """A fit crippled on purpose (refinement off, one anchor run of 3 clusters on 400 rows)
-    on minilm vs rotated minilm does not find the rotation, and says so."""
+    on minilm vs rotated minilm does not find the rotation, and says so: by its confidence
+    with one restart, by the disagreement of its restarts with two (the better-scoring of two
+    failed restarts may pass the confidence threshold on these 200 scoring rows: 0.86)."""
     data = rotation_split.train_a[:400], rotation_split.train_b[:400]
-    with pytest.warns(AlignmentWarning, match="doubtful"):
+    with pytest.warns(AlignmentWarning, match=f"doubtful: .*{reason}"):
         model = MiniVec2Vec(random_state=0, n_threads=1, n_runs=1, n_clusters=3,
                             anchor_sample=400, qap_restarts=1, refine_iter=0,
-                            refine_clusters=0, mutual_iter=0, confidence_sample=200).fit(*data)
-    assert model.confidence_ < CONFIDENCE_THRESHOLD
+                            refine_clusters=0, mutual_iter=0, confidence_sample=200,
+                            n_restarts=n_restarts).fit(*data)
+    if n_restarts == 1:
+        assert model.confidence_ < CONFIDENCE_THRESHOLD
+        assert np.isnan(model.restart_agreement_)
+    else:
+        assert model.restart_agreement_ < AGREEMENT_THRESHOLD
 
 
 def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):
-    """`minivec2vec fit` reports the confidence and its threshold; a crippled fit warns."""
+    """`minivec2vec fit` reports both scores and their thresholds; a crippled fit warns (its
+    two default restarts disagree)."""
     from minivec2vec.cli import main
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
     np.save(a, rotation_split.train_a[:400])
@@ -119,4 +153,7 @@ def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert payload["confidence_threshold"] == CONFIDENCE_THRESHOLD
     assert payload["confidence"] == pytest.approx(MiniVec2Vec.load(out).confidence_, abs=1e-4)
-    assert payload["confidence"] < CONFIDENCE_THRESHOLD
+    assert payload["agreement_threshold"] == AGREEMENT_THRESHOLD
+    assert payload["restart_agreement"] == pytest.approx(
+        MiniVec2Vec.load(out).restart_agreement_, abs=1e-4)
+    assert payload["restart_agreement"] < AGREEMENT_THRESHOLD

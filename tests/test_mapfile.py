@@ -348,14 +348,29 @@ def test_arrays_must_be_finite_floats(saved, bad):
         MiniVec2Vec.load(saved)
 
 
-def test_non_numeric_scale_raises(saved):
+@pytest.mark.parametrize("key,value,message", [
+    ("scale_b_", "big", "scale_b_ is not a number"),
+    ("confidence_", "high", "a score is not a number"),
+    ("restart_agreement_", [0.5], "a score is not a number"),
+])
+def test_non_numeric_extra_raises(saved, key, value, message):
     members = read_members(saved)
     meta = json.loads(members["meta.json"])
-    meta["extra"]["scale_b_"] = "big"
+    meta["extra"][key] = value
     members["meta.json"] = json.dumps(meta).encode()
     write_members(saved, members)
-    with pytest.raises(MapFileError, match="scale_b_ is not a number"):
+    with pytest.raises(MapFileError, match=message):
         MiniVec2Vec.load(saved)
+
+
+@pytest.mark.parametrize("agreement", [0.625, float("nan")])
+def test_restart_agreement_round_trips(tmp_path, model, agreement):
+    """A single-restart fit has no agreement (NaN): stored as JSON null, read back as NaN."""
+    model.restart_agreement_ = agreement
+    model.save(tmp_path / "m.map")
+    loaded = MiniVec2Vec.load(tmp_path / "m.map")
+    assert (np.isnan(loaded.restart_agreement_) if np.isnan(agreement)
+            else loaded.restart_agreement_ == agreement)
 
 
 def test_transposed_array_shapes_raise(saved):

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import assert_semi_orthogonal
 from minivec2vec import MiniVec2Vec, NotFittedError
-from minivec2vec.confidence import CONFIDENCE_THRESHOLD, AlignmentWarning
+from minivec2vec.confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, AlignmentWarning
 from minivec2vec.protocol import Split, evaluate_model
 
 model_module = importlib.import_module("minivec2vec.model")
@@ -87,9 +87,11 @@ def test_recovers_a_random_rotation_from_unpaired_data(rotation_split, rotation_
 
 
 def test_rotation_model_is_confident(rotation_model):
-    """The unpaired confidence of the rotation fit (top-1 1.000) is above the threshold."""
+    """The unpaired scores of the rotation fit (top-1 1.000, two restarts by default) are above
+    their thresholds: both restarts found the same rotation."""
     assert CONFIDENCE_THRESHOLD < rotation_model.confidence_ < 1.1
-    assert rotation_model.restart_confidences_.shape == (0,)
+    assert rotation_model.restart_confidences_.shape == (2,)
+    assert AGREEMENT_THRESHOLD < rotation_model.restart_agreement_ <= 1.0 + 1e-6
 
 
 def test_rotation_model_attributes(rotation_split, rotation_model):
@@ -164,6 +166,7 @@ def test_save_load_round_trip(tmp_path, rotation_split, rotation_model):
         assert restored.tobytes() == original.tobytes(), name
     assert loaded.scale_b_ == rotation_model.scale_b_
     assert loaded.confidence_ == rotation_model.confidence_
+    assert loaded.restart_agreement_ == rotation_model.restart_agreement_
     assert loaded.get_params() == rotation_model.get_params()
     assert (loaded.n_features_a_, loaded.n_features_b_) == (384, 384)
     X = rotation_split.test_a

@@ -40,7 +40,7 @@ def _model_params(args):
 
 def _cmd_fit(args):
     from ._validation import check_output_path
-    from .confidence import CONFIDENCE_THRESHOLD
+    from .confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")   # before a fit of minutes, not after
     from .sources import open_source
@@ -54,7 +54,10 @@ def _cmd_fit(args):
     _emit(args, {"map": args.output, "rows_a": X_a.n_rows, "rows_b": X_b.n_rows,
                  "dim_a": X_a.n_features, "dim_b": X_b.n_features,
                  "fit_seconds": round(seconds, 2), "confidence": round(model.confidence_, 4),
-                 "confidence_threshold": CONFIDENCE_THRESHOLD})
+                 "confidence_threshold": CONFIDENCE_THRESHOLD,
+                 "restart_agreement": (None if np.isnan(model.restart_agreement_)
+                                       else round(model.restart_agreement_, 4)),
+                 "agreement_threshold": AGREEMENT_THRESHOLD})
 
 
 def _cmd_apply(args):
@@ -119,7 +122,8 @@ def _cmd_demo(args):
         rows.append((title, got, ceiling, seconds))
         print(f"  {title}: top-1 {got['top1']:.3f}, mean rank {got['mean_rank']:.2f} "
               f"(supervised ceiling: top-1 {ceiling['top1']:.3f}, mean rank "
-              f"{ceiling['mean_rank']:.2f}); unpaired confidence {model.confidence_:.3f}; "
+              f"{ceiling['mean_rank']:.2f}); unpaired confidence {model.confidence_:.3f}, "
+              f"restart agreement {model.restart_agreement_:.3f}; "
               f"fit {seconds:.1f} s on {s.train_a.shape[0]} + {s.train_b.shape[0]} unpaired "
               "rows", flush=True)
         if a == b:

@@ -16,8 +16,7 @@ from ._threads import resolve_n_threads, single_threaded_blas
 from ._validation import check_positive_int, check_random_state, check_rows
 from .anchors import match_anchors
 from .partials import partial_means, procrustes_partial
-from .confidence import (CONFIDENCE_THRESHOLD, AlignmentWarning, alignment_confidence,
-                         restart_agreement,
+from .confidence import (AlignmentWarning, alignment_confidence, doubtful, restart_agreement,
                          scoring_sample)
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
@@ -101,19 +100,24 @@ class MiniVec2Vec:
     Input: float16, float32 or float64 of any strides, read-only or memory-mapped, are used as
     they are; the stages work on one float32 copy of the sampled rows. NaN/Inf rows
     (NonFiniteError), all-zero rows (ZeroRowError) and other dtypes (DtypeError) are refused.
-    n_restarts : int, default 1
+    n_restarts : int, default 2
         Independent runs of the stages up to refine-1 (anchors, pseudo-pairs, Procrustes,
         refine-1), each with its own seed derived from ``random_state``; the run with the best
-        confidence score (see :mod:`minivec2vec.confidence`) goes on to the later stages.
+        confidence score goes on to the later stages. Two or more also give
+        ``restart_agreement_``, the check that tells a failed fit (see
+        :mod:`minivec2vec.confidence`); each restart adds about half of a default fit's time.
     confidence_sample : int, default 5000
         Rows per side used to compute the confidence score.
 
     Fitted attributes include ``confidence_`` (unpaired confidence of the final W: 0.34-0.45
-    measured for random maps, about 1 for a map as good as B's own sampling noise; below
-    ``CONFIDENCE_THRESHOLD`` = 0.80 the fit warns with :class:`AlignmentWarning`; between
-    different models even the true map scores 0.68-0.80, so such fits always warn) and
-    ``restart_confidences_`` (the score of each restart after refine-1; empty when
-    ``n_restarts`` is 1).
+    measured for random maps, about 1 for a map as good as B's own sampling noise; between
+    different models even the true map scores 0.68-0.80), ``restart_confidences_`` (the
+    score of each restart after refine-1; empty when ``n_restarts`` is 1) and
+    ``restart_agreement_`` (mean cosine between two restarts' images of the same A rows:
+    0.00-0.25 measured for failed fits, 0.25-0.83 for good ones; NaN when ``n_restarts`` is 1).
+    The fit warns with :class:`AlignmentWarning` when the agreement is below
+    ``AGREEMENT_THRESHOLD`` = 0.30, or, with a single restart, when the confidence is below
+    ``CONFIDENCE_THRESHOLD`` = 0.80.
     """
 
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
@@ -121,7 +125,7 @@ class MiniVec2Vec:
                  alpha=0.5, refine_clusters=500, mutual_iter=12, mutual_sample=10000,
                  mutual_final_sample=30000,
                  csls_k=10, reproject=True, random_state=None,
-                 n_threads=None, memory_limit=None, fit_sample=100_000, n_restarts=1,
+                 n_threads=None, memory_limit=None, fit_sample=100_000, n_restarts=2,
                  confidence_sample=5000):
         self.n_runs = n_runs
         self.n_clusters = n_clusters
@@ -304,11 +308,9 @@ class MiniVec2Vec:
         self.restart_confidences_ = np.asarray(restart_confidences, dtype=np.float64)
         self.restart_agreement_ = restart_agreement(restart_maps, sample.rows_a)
         timings["confidence"] = time.perf_counter() - t
-        if self.confidence_ < CONFIDENCE_THRESHOLD:
-            warnings.warn(f"the alignment is doubtful: confidence {self.confidence_:.3f} is "
-                          f"below {CONFIDENCE_THRESHOLD} (mapped A rows do not land among B "
-                          "rows); try n_restarts > 1 or more rows", AlignmentWarning,
-                          stacklevel=4)
+        reason = doubtful(self.confidence_, self.restart_agreement_)
+        if reason:
+            warnings.warn(f"the alignment is doubtful: {reason}", AlignmentWarning, stacklevel=4)
 
         self.W_ = np.ascontiguousarray(W, dtype=np.float64)
         self.anchors_a_ = anchors.anchors_a
@@ -405,6 +407,8 @@ class MiniVec2Vec:
         arrays = {name: getattr(self, name) for name in self._ARRAYS}
         extra = {"scale_b_": self.scale_b_, "timings_": self.timings_,
                  "confidence_": getattr(self, "confidence_", None),
+                 # NaN (one restart) is not JSON: stored as null
+                 "restart_agreement_": _finite_or_none(getattr(self, "restart_agreement_", None)),
                  "minivec2vec_version": __version__}
         _mapfile.write_map(path, _json_safe_params(self.get_params()), arrays, extra)
 
@@ -433,10 +437,20 @@ class MiniVec2Vec:
             setattr(model, name, arrays[name])
         model.scale_b_ = scale_b
         model.timings_ = dict(extra.get("timings_", {}))
-        if extra.get("confidence_") is not None:
-            model.confidence_ = float(extra["confidence_"])
+        try:
+            if extra.get("confidence_") is not None:
+                model.confidence_ = float(extra["confidence_"])
+            if "restart_agreement_" in extra:
+                agreement = extra["restart_agreement_"]
+                model.restart_agreement_ = float("nan") if agreement is None else float(agreement)
+        except (TypeError, ValueError):
+            raise MapFileError(f"{path!r}: corrupt meta.json (a score is not a number)") from None
         model.n_features_a_, model.n_features_b_ = W.shape
         return model
+
+
+def _finite_or_none(value):
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _json_safe_params(params):
