@@ -99,7 +99,8 @@ def main(argv=None):
     variants = [(name, {**common, **params}) for name, params in variants]
 
     print(f"{'variant':<12} {'A -> B':<28} {'seed':>4} {'top-1':>6} {'rank':>7} "
-          f"{'ceiling':>7} {'ratio':>6} {'conf':>6} {'agree':>6} {'fit s':>7} {'peak MB':>8}", flush=True)
+          f"{'ceiling':>7} {'ratio':>6} {'conf':>6} {'agree':>6} {'fit s':>7} {'peak MB':>8}",
+          flush=True)
     for name, params in variants:
         for a, b in pairs:
             for seed in seeds:

@@ -121,7 +121,7 @@ def plan_fit(memory_limit, *, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, params
     plan["knn_refine"] = knn_budget(4 * refine_rows * (d_a + d_b) + n_b * (d_b + 16), "refine-1",
                                     refine_rows, n_b, d_b, params["refine_neighbors"])
     # the last (largest) pass of the growing schedule sets the peak
-    last = max(params["mutual_sample"], params.get("mutual_final_sample", 0))
+    last = params["mutual_final_sample"]
     m_a, m_b = min(last, n_a), min(last, n_b)
     mutual_arrays = 4 * (m_a * d_a + m_b * d_b + m_a * d_b) + 8 * (m_a + m_b) * (d_b + 1)
     plan["knn_mutual"] = knn_budget(mutual_arrays, "refine-mutual", max(m_a, m_b),

@@ -93,7 +93,8 @@ class MiniVec2Vec:
     (1,000 rows per side with the defaults; a smaller ``n_clusters`` lowers it) and raises
     TooFewRowsError below. Every other size is an upper bound that scales down with ``n``:
     ``anchor_sample``, ``refine_sample``, ``mutual_sample``, ``mutual_final_sample`` <= n;
-    ``n_neighbors``, ``refine_neighbors`` <= n // 20; ``refine_clusters`` <= n // 4; ``csls_k`` <= n // 100.
+    ``n_neighbors``, ``refine_neighbors`` <= n // 20; ``refine_clusters`` <= n // 4;
+    ``csls_k`` <= n // 100.
     The defaults are untouched from 2,000 rows per side; the sizes used are in
     ``stage_settings_``.
 
