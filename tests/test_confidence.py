@@ -18,7 +18,8 @@ from minivec2vec.procrustes import procrustes
 model_module = importlib.import_module("minivec2vec.model")
 
 LIGHT = {"n_runs": 5, "n_clusters": 10, "refine_iter": 20, "refine_clusters": 50, "qap_restarts": 10,
-         "mutual_iter": 3, "mutual_sample": 600, "confidence_sample": 300}
+         "mutual_iter": 3, "mutual_sample": 600, "confidence_sample": 300,
+         "transport_iter": 5}
 
 
 def _centred(split):
@@ -119,7 +120,7 @@ def test_n_restarts_is_deterministic(rotation_split):
 
 @pytest.mark.parametrize("n_restarts,reason", [(1, "confidence"), (2, "restarts disagree")])
 def test_doubtful_fit_warns(rotation_split, n_restarts, reason):
-    """A fit crippled on purpose (refinement off, one anchor run of 3 clusters on 400 rows)
+    """A fit crippled on purpose (refinements off, one anchor run of 3 clusters on 400 rows)
     on minilm vs rotated minilm does not find the rotation, and says so: by its confidence
     with one restart, by the disagreement of its restarts with two (the better-scoring of two
     failed restarts may pass the confidence threshold on these 200 scoring rows: 0.86)."""
@@ -127,7 +128,8 @@ def test_doubtful_fit_warns(rotation_split, n_restarts, reason):
     with pytest.warns(AlignmentWarning, match=f"doubtful: .*{reason}"):
         model = MiniVec2Vec(random_state=0, n_threads=1, n_runs=1, n_clusters=3,
                             anchor_sample=400, qap_restarts=1, refine_iter=0,
-                            refine_clusters=0, mutual_iter=0, confidence_sample=200,
+                            transport_iter=0, refine_clusters=0, mutual_iter=0,
+                            confidence_sample=200,
                             n_restarts=n_restarts).fit(*data)
     if n_restarts == 1:
         assert model.confidence_ < CONFIDENCE_THRESHOLD
@@ -146,8 +148,8 @@ def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):
     out = tmp_path / "map.mv2v"
     argv = ["fit", str(a), str(b), "-o", str(out), "--json", "--n-threads", "1",
             "--n-runs", "1", "--n-clusters", "3", "--anchor-sample", "400",
-            "--qap-restarts", "1", "--refine-iter", "0", "--refine-clusters", "0",
-            "--mutual-iter", "0", "--confidence-sample", "200"]
+            "--qap-restarts", "1", "--refine-iter", "0", "--transport-iter", "0",
+            "--refine-clusters", "0", "--mutual-iter", "0", "--confidence-sample", "200"]
     with pytest.warns(AlignmentWarning):
         assert main(argv) == 0
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -22,7 +22,7 @@ from test_knn import assert_matches_brute_force, brute_force, integer_data  # no
 
 # Light settings: these tests are about the Dask path giving the in-memory result, not quality.
 LIGHT = dict(n_runs=4, refine_iter=10, refine_sample=300, refine_neighbors=20, n_neighbors=20,
-             refine_clusters=50, mutual_iter=2, qap_restarts=10, n_threads=1)
+             refine_clusters=50, mutual_iter=2, qap_restarts=10, transport_iter=5, n_threads=1)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ model_module = importlib.import_module("minivec2vec.model")
 FIT_THREADS = 1
 
 # Light settings for tests about mechanics, not quality.
-LIGHT = dict(n_runs=5, n_clusters=10, refine_iter=20, refine_clusters=50, qap_restarts=10)
+LIGHT = dict(n_runs=5, n_clusters=10, refine_iter=20, refine_clusters=50, qap_restarts=10,
+             transport_iter=5)
 
 # Top-1 of minilm -> rotated minilm (default settings, seed 0): measured 1.000.
 ROTATION_TOP1_FLOOR = 0.99
@@ -296,8 +297,9 @@ def test_fit_sample_draws_rows_and_keeps_full_means(rotation_split):
     """fit_sample caps the rows the stages see, while the means come from every row."""
     s = rotation_split
     model = MiniVec2Vec(random_state=0, fit_sample=1500, n_runs=4, qap_restarts=5,
-                        refine_iter=10, refine_clusters=50, mutual_iter=2,
+                        refine_iter=10, transport_iter=5, refine_clusters=50, mutual_iter=2,
                         mutual_sample=1000).fit(s.train_a, s.train_b)
+    assert model.stage_settings_["transport_iter"] == 5     # 1,500 rows: a small input
     np.testing.assert_allclose(model.mean_a_, s.train_a.astype(np.float64).mean(axis=0),
                                rtol=0, atol=1e-6)
     np.testing.assert_allclose(model.mean_b_, s.train_b.astype(np.float64).mean(axis=0),

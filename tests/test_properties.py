@@ -28,7 +28,7 @@ from minivec2vec import MiniVec2Vec
 
 D = 8
 TINY = dict(n_runs=4, n_clusters=5, qap_restarts=10, refine_iter=5, refine_clusters=20,
-            mutual_iter=3, n_threads=1, n_restarts=1)
+            mutual_iter=3, transport_iter=5, n_threads=1, n_restarts=1)
 PROPERTY = settings(max_examples=5, deadline=None, derandomize=True)
 
 

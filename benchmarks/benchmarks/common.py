@@ -156,3 +156,18 @@ DEFAULT_FIT = dict(random_state=SEED)
 def fit_split():
     """The protocol split of the sample: 2000 + 2000 training rows, 1000 paired test rows."""
     return datasets.sample_split("minilm", "wordllama", rotate_seed=FIT_ROTATION_SEED)
+
+
+# ------------------------------------------------------------------------------------------
+# refine-transport: 1,000 centred unit rows of minilm against 1,000 OTHER rows of minilm
+# with their coordinates rotated (the small-input case the stage runs on)
+# ------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def transport_data():
+    """(X_a, X_b, W_start): sample rows 0-999 and 1000-1999 (B rotated), and a random start."""
+    from scipy.stats import special_ortho_group
+    rotation = special_ortho_group.rvs(384, random_state=SEED).astype(np.float32)
+    X_a = centred_unit(rows("minilm", "sample", 0, 1000))
+    X_b = centred_unit(rows("minilm", "sample", 1000, 2000) @ rotation)
+    W_start = special_ortho_group.rvs(384, random_state=SEED + 1)
+    return X_a, X_b, W_start

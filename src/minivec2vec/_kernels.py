@@ -214,6 +214,85 @@ def accumulate_neighbour_crosscov(X,          # IN  (n, d_a) sources
 
 
 # --------------------------------------------------------------------------------------------
+# entropic optimal transport (refine-transport)
+# --------------------------------------------------------------------------------------------
+@numba.njit(
+    [types.void(x, f32_2d, f32_2d, types.float64, f32_2d) for x in (f32_2d, f32_2d_ro)],
+    parallel=True, cache=True, nogil=True,
+)
+def gibbs_kernel(X,          # IN  (n, d_a) source rows
+                 W,          # IN  (d_a, d_b) current map
+                 Y_t,        # IN  (d_b, m) target rows, transposed
+                 inv_eps,    # IN  1 / temperature
+                 K):         # OUT (n, m) exp((s_ij - max_j s_ij) / eps), s = (X W) Y^T
+    """The Gibbs kernel of the similarities, each row shifted by its maximum so that every
+    entry lies in (0, 1] (the shift is a row scaling, which Sinkhorn absorbs)."""
+    n = X.shape[0]
+    m = Y_t.shape[1]
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    for chunk in prange(n_chunks):
+        start = chunk * CHUNK
+        stop = min(start + CHUNK, n)
+        sims = np.dot(np.dot(X[start:stop], W), Y_t)
+        scale = np.float32(inv_eps)
+        for i in range(stop - start):
+            top = sims[i, 0]
+            for j in range(1, m):
+                if sims[i, j] > top:
+                    top = sims[i, j]
+            for j in range(m):
+                K[start + i, j] = np.exp((sims[i, j] - top) * scale)
+
+
+@numba.njit(
+    types.void(f32_2d, types.float64, types.float64, types.int64, f64_1d, f64_1d),
+    parallel=True, cache=True, nogil=True,
+)
+def sinkhorn_scaling(K,          # IN    (n, m) Gibbs kernel
+                     row_mass,   # IN    mass of each row (1 / n)
+                     col_mass,   # IN    mass of each column (1 / m)
+                     n_iter,     # IN    scaling iterations
+                     u,          # OUT   (n,) row scalings
+                     v):         # INOUT (m,) column scalings (the caller's warm start)
+    """Sinkhorn-Knopp: diag(u) K diag(v) with row sums ``row_mass`` and column sums
+    ``col_mass``. Each row sum is one thread's loop and each column block's sums run over the
+    rows in order, so the result does not depend on the thread count."""
+    n, m = K.shape
+    n_col_chunks = (m + CHUNK - 1) // CHUNK
+    for _ in range(n_iter):
+        for i in prange(n):
+            total = 0.0
+            for j in range(m):
+                total += K[i, j] * v[j]
+            u[i] = row_mass / total
+        for chunk in prange(n_col_chunks):
+            start = chunk * CHUNK
+            stop = min(start + CHUNK, m)
+            sums = np.zeros(stop - start)
+            for i in range(n):
+                ui = u[i]
+                for j in range(start, stop):
+                    sums[j - start] += K[i, j] * ui
+            for j in range(start, stop):
+                v[j] = col_mass / sums[j - start]
+
+
+@numba.njit(
+    [types.void(f32_2d, y, f32_2d) for y in (f32_2d, f32_2d_ro)],
+    parallel=True, cache=True, nogil=True,
+)
+def rows_product(K,      # IN  (n, m)
+                 Y,      # IN  (m, d)
+                 out):   # OUT (n, d) = K @ Y, in fixed row chunks
+    n = K.shape[0]
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    for chunk in prange(n_chunks):
+        start = chunk * CHUNK
+        stop = min(start + CHUNK, n)
+        out[start:stop] = np.dot(K[start:stop], Y)
+
+
+# --------------------------------------------------------------------------------------------
 # quadratic assignment (anchor matching): 2-opt local search
 # --------------------------------------------------------------------------------------------
 @numba.njit(types.float64(f64_2d, f64_2d, i64_1d), cache=True, nogil=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from ._errors import MemoryLimitError
 from ._validation import parse_memory
 from .knn import plan_knn
+from .transport import transport_bytes
 
 FIXED_OVERHEAD = 300 * 10**6
 MAX_BLOCK_ROWS = 65536
@@ -126,6 +127,14 @@ def plan_fit(memory_limit, *, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, params
     mutual_arrays = 4 * (m_a * d_a + m_b * d_b + m_a * d_b) + 8 * (m_a + m_b) * (d_b + 1)
     plan["knn_mutual"] = knn_budget(mutual_arrays, "refine-mutual", max(m_a, m_b),
                                     max(m_a, m_b), d_b + 1, min(params["csls_k"], m_a, m_b))
+    # refine-transport (small inputs only): its plan and products, no kNN
+    if params["transport_iter"]:
+        rows = params["transport_rows"]
+        need = transport_bytes(min(rows, n_a), min(rows, n_b), d_a, d_b)
+        if need > left:
+            raise MemoryPlanError(f"memory_limit is too small for refine-transport: its plan "
+                                  f"needs {need} bytes besides the sampled rows; lower "
+                                  "transport_rows or raise the limit")
     # refine-2 (k-means on each side): labels, squared norms and the NaN mask of one block
     kmeans_bytes = 16 * max(n_a, n_b) + MAX_BLOCK_ROWS * max(d_a, d_b)
     if kmeans_bytes > left:

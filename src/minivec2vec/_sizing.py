@@ -13,6 +13,8 @@ The rule (``n`` = rows per side the stages see = min(n_a, n_b, fit_sample)):
   ``n_neighbors`` and ``refine_neighbors`` -> at most ``n // 20`` (5% of the database);
   ``refine_clusters`` -> at most ``n // 4`` (at least 4 rows per cluster);
   ``csls_k`` -> at most ``n // 100``.
+* refine-transport runs only on small inputs: ``transport_iter`` -> 0 when
+  ``n > transport_rows``.
   At ``n >= 2000`` the defaults are untouched; the values used are kept in ``stage_settings_``.
 """
 from __future__ import annotations
@@ -53,6 +55,7 @@ def stage_settings(params: dict, n_a: int, n_b: int) -> dict:
         "n_neighbors": min(params["n_neighbors"], k_cap),
         "refine_sample": min(params["refine_sample"], n),
         "refine_neighbors": min(params["refine_neighbors"], k_cap),
+        "transport_iter": params["transport_iter"] if n <= params["transport_rows"] else 0,
         "refine_clusters": min(params["refine_clusters"], n // ROWS_PER_REFINE_CLUSTER),
         "mutual_sample": min(params["mutual_sample"], n),
         "mutual_final_sample": min(params["mutual_final_sample"], n),

@@ -21,6 +21,7 @@ from .confidence import (AlignmentWarning, alignment_confidence, doubtful, resta
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
 from .refine import refine_clusters, refine_matching, refine_mutual
+from .transport import refine_transport
 from .sources import ArraySource, open_source, scan
 
 logger = logging.getLogger("minivec2vec")
@@ -54,6 +55,15 @@ class MiniVec2Vec:
         k' of refine-1.
     alpha : float, default 0.5
         Smoothing: W <- (1 - alpha) W + alpha W_new.
+    transport_iter : int, default 200
+        Iterations of refine-transport (annealed Wasserstein-Procrustes, not in the paper), run
+        after refine-1 of every restart on small inputs only (see ``transport_rows``); 0 skips
+        it. On 1,000 rows per side it completes the partial maps the nearest-neighbour
+        refinements stop at (see :mod:`minivec2vec.transport`).
+    transport_rows : int, default 1500
+        Refine-transport runs when the smaller side has at most this many rows, on all of
+        them; each of its iterations holds a ``transport_rows`` x ``transport_rows`` float32
+        plan, and its cost grows with the square.
     refine_clusters : int, default 500
         Clusters of refine-2 (c'); 0 skips refine-2.
     mutual_iter : int, default 12
@@ -103,8 +113,8 @@ class MiniVec2Vec:
     (NonFiniteError), all-zero rows (ZeroRowError) and other dtypes (DtypeError) are refused.
     n_restarts : int, default 2
         Independent runs of the stages up to refine-1 (anchors, pseudo-pairs, Procrustes,
-        refine-1), each with its own seed derived from ``random_state``; the run with the best
-        confidence score goes on to the later stages. Two or more also give
+        refine-1, and refine-transport on small inputs), each with its own seed derived from
+        ``random_state``; the run with the best confidence score goes on to the later stages. Two or more also give
         ``restart_agreement_``, the check that tells a failed fit (see
         :mod:`minivec2vec.confidence`); each restart adds about half of a default fit's time.
     confidence_sample : int, default 5000
@@ -123,7 +133,8 @@ class MiniVec2Vec:
 
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
                  n_neighbors=50, refine_iter=100, refine_sample=1000, refine_neighbors=50,
-                 alpha=0.5, refine_clusters=500, mutual_iter=12, mutual_sample=10000,
+                 alpha=0.5, transport_iter=200, transport_rows=1500, refine_clusters=500,
+                 mutual_iter=12, mutual_sample=10000,
                  mutual_final_sample=30000,
                  csls_k=10, reproject=True, random_state=None,
                  n_threads=None, memory_limit=None, fit_sample=100_000, n_restarts=2,
@@ -137,6 +148,8 @@ class MiniVec2Vec:
         self.refine_sample = refine_sample
         self.refine_neighbors = refine_neighbors
         self.alpha = alpha
+        self.transport_iter = transport_iter
+        self.transport_rows = transport_rows
         self.refine_clusters = refine_clusters
         self.mutual_iter = mutual_iter
         self.mutual_sample = mutual_sample
@@ -153,7 +166,8 @@ class MiniVec2Vec:
     # ------------------------------------------------------------------ parameters
     _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
                     "refine_iter", "refine_sample", "refine_neighbors", "alpha",
-                    "refine_clusters", "mutual_iter", "mutual_sample", "mutual_final_sample",
+                    "transport_iter", "transport_rows", "refine_clusters", "mutual_iter",
+                    "mutual_sample", "mutual_final_sample",
                     "csls_k", "reproject", "random_state", "n_threads", "memory_limit",
                     "fit_sample", "n_restarts", "confidence_sample")
 
@@ -175,10 +189,10 @@ class MiniVec2Vec:
     def _check_params(self):
         for name in ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
                      "refine_sample", "refine_neighbors", "mutual_sample",
-                     "mutual_final_sample", "csls_k",
+                     "mutual_final_sample", "csls_k", "transport_rows",
                      "fit_sample", "n_restarts", "confidence_sample"):
             check_positive_int(getattr(self, name), name)
-        for name in ("refine_iter", "refine_clusters", "mutual_iter"):
+        for name in ("refine_iter", "transport_iter", "refine_clusters", "mutual_iter"):
             check_positive_int(getattr(self, name), name, minimum=0)
         if self.mutual_final_sample < self.mutual_sample:
             raise ValueError(f"mutual_final_sample: must be at least mutual_sample="
@@ -327,7 +341,8 @@ class MiniVec2Vec:
         return self
 
     def _initial_map(self, A, B, rng, n_threads, sizes, plan, timings):
-        """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1): one restart."""
+        """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1, and refine-transport on
+        small inputs): one restart."""
         t = time.perf_counter()
         anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
                                 sample_size=sizes["anchor_sample"], qap_restarts=self.qap_restarts,
@@ -348,6 +363,12 @@ class MiniVec2Vec:
                             memory_limit=plan["knn_refine"])
         timings["refine_matching"] = (timings.get("refine_matching", 0.0)
                                       + time.perf_counter() - t)
+
+        t = time.perf_counter()
+        W = refine_transport(W, A, B, n_iter=sizes["transport_iter"],
+                             sample_size=self.transport_rows, rng=rng, n_threads=n_threads)
+        timings["refine_transport"] = (timings.get("refine_transport", 0.0)
+                                       + time.perf_counter() - t)
         return W, anchors
 
     # ------------------------------------------------------------------ transform
