@@ -104,7 +104,7 @@ class MiniVec2Vec:
     TooFewRowsError below. Every other size is an upper bound that scales down with ``n``:
     ``anchor_sample``, ``refine_sample``, ``mutual_sample``, ``mutual_final_sample`` <= n;
     ``n_neighbors``, ``refine_neighbors`` <= n // 20; ``refine_clusters`` <= n // 4;
-    ``csls_k`` <= n // 100.
+    ``csls_k`` <= n // 100; refine-transport runs only when ``n <= transport_rows`` (1,500).
     The defaults are untouched from 2,000 rows per side; the sizes used are in
     ``stage_settings_``.
 
@@ -114,8 +114,8 @@ class MiniVec2Vec:
     n_restarts : int, default 2
         Independent runs of the stages up to refine-1 (anchors, pseudo-pairs, Procrustes,
         refine-1, and refine-transport on small inputs), each with its own seed derived from
-        ``random_state``; the run with the best confidence score goes on to the later stages. Two or more also give
-        ``restart_agreement_``, the check that tells a failed fit (see
+        ``random_state``; the run with the best confidence score goes on to the later stages.
+        Two or more also give ``restart_agreement_``, the check that tells a failed fit (see
         :mod:`minivec2vec.confidence`); each restart adds about half of a default fit's time.
     confidence_sample : int, default 5000
         Rows per side used to compute the confidence score.
