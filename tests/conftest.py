@@ -78,3 +78,30 @@ def assert_semi_orthogonal(W, atol=1e-10):
     W = np.asarray(W, dtype=np.float64)
     G = W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T
     np.testing.assert_allclose(G, np.eye(G.shape[0]), rtol=0, atol=atol)
+
+
+def noisy_rotation_start(split, n_rows, sigma, seed=0):
+    """The refinement oracles' setting: the first ``n_rows`` training rows of ``split`` centred
+    and normalised, the supervised map fitted on their true partners plus Gaussian noise of
+    ``sigma / sqrt(d)`` per entry (re-projected), and top-1 on the split's test pool.
+
+    Returns (A, B, W_start, top1) with ``top1(W)`` the pool's top-1 of a map.
+    """
+    from minivec2vec.evaluation import evaluate
+    from minivec2vec.model import centre_normalise, column_mean
+    from minivec2vec.procrustes import procrustes
+    mean_a = column_mean(split.train_a[:n_rows])
+    mean_b = column_mean(split.train_b[:n_rows])
+    A = centre_normalise(split.train_a[:n_rows], mean_a, "a")
+    B = centre_normalise(split.train_b[:n_rows], mean_b, "b")
+    partners = centre_normalise(split.paired_train_b[:n_rows], mean_b, "b")
+    W_true = procrustes(A.T.astype(np.float64) @ partners.astype(np.float64))
+    W_start = procrustes(W_true + sigma / np.sqrt(W_true.shape[0])
+                         * np.random.default_rng(seed).standard_normal(W_true.shape))
+    test_a = centre_normalise(split.test_a, mean_a, "a")
+    test_b = centre_normalise(split.test_b, mean_b, "b")
+
+    def top1(W):
+        return evaluate(test_a @ W.astype(np.float32), test_b, n_threads=1)["top1"]
+
+    return A, B, W_start, top1

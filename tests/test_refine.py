@@ -6,10 +6,7 @@ import importlib
 import numpy as np
 import pytest
 
-from conftest import assert_semi_orthogonal
-from minivec2vec.evaluation import evaluate
-from minivec2vec.model import centre_normalise, column_mean
-from minivec2vec.procrustes import procrustes
+from conftest import assert_semi_orthogonal, noisy_rotation_start
 from minivec2vec.refine import mutual_schedule, refine_mutual
 
 refine_module = importlib.import_module("minivec2vec.refine")
@@ -40,18 +37,7 @@ def test_growing_passes_run_and_beat_fixed_small_passes(monkeypatch, rotation_sp
     """Oracle: minilm vs rotated minilm (disjoint texts), starting from the true rotation plus
     noise. Passes of 1000 rows per side pair texts too loosely and lose top-1 (0.92 -> 0.66);
     growing the last passes to all 2000 rows keeps far more of it (0.86)."""
-    s = rotation_split
-    mean_a, mean_b = column_mean(s.train_a), column_mean(s.train_b)
-    A, B = centre_normalise(s.train_a, mean_a, "a"), centre_normalise(s.train_b, mean_b, "b")
-    partners = centre_normalise(s.paired_train_b, mean_b, "b")
-    W_true = procrustes(A.T.astype(np.float64) @ partners.astype(np.float64))
-    W_start = procrustes(W_true + 3.5 / np.sqrt(W_true.shape[0])
-                         * np.random.default_rng(0).standard_normal(W_true.shape))
-    test_a = centre_normalise(s.test_a, mean_a, "a")
-    test_b = centre_normalise(s.test_b, mean_b, "b")
-
-    def top1(W):
-        return evaluate(test_a @ W.astype(np.float32), test_b, n_threads=1)["top1"]
+    A, B, W_start, top1 = noisy_rotation_start(rotation_split, 2000, 3.5)
 
     drawn = []
     original = refine_module.csls_nearest

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import assert_semi_orthogonal
+from conftest import assert_semi_orthogonal, noisy_rotation_start
 from minivec2vec import _kernels
-from minivec2vec.evaluation import evaluate
-from minivec2vec.model import centre_normalise, column_mean
 from minivec2vec.procrustes import procrustes
 from minivec2vec.refine import refine_mutual
 from minivec2vec.transport import SINKHORN_ITER, refine_transport, temperatures
@@ -77,20 +75,8 @@ def test_finishes_a_partial_map_that_nearest_neighbours_make_worse(rotation_spli
     rotation plus noise (top-1 0.150 on the pool). Refine-mutual's nearest-neighbour pairs
     lose what is there (measured 0.032); 100 annealed transport iterations recover the
     rotation (measured 0.998)."""
-    s, n = rotation_split, 1000
-    mean_a, mean_b = column_mean(s.train_a[:n]), column_mean(s.train_b[:n])
-    A = centre_normalise(s.train_a[:n], mean_a, "a")
-    B = centre_normalise(s.train_b[:n], mean_b, "b")
-    partners = centre_normalise(s.paired_train_b[:n], mean_b, "b")
-    W_true = procrustes(A.T.astype(np.float64) @ partners.astype(np.float64))
-    W_start = procrustes(W_true + 8.0 / np.sqrt(W_true.shape[0])
-                         * np.random.default_rng(0).standard_normal(W_true.shape))
-    test_a = centre_normalise(s.test_a, mean_a, "a")
-    test_b = centre_normalise(s.test_b, mean_b, "b")
-
-    def top1(W):
-        return evaluate(test_a @ W.astype(np.float32), test_b, n_threads=1)["top1"]
-
+    n = 1000
+    A, B, W_start, top1 = noisy_rotation_start(rotation_split, n, 8.0)
     start = top1(W_start)
     assert 0.05 < start < 0.3
     mutual = refine_mutual(W_start, A, B, n_iter=12, sample_size=n, csls_k=10,
