@@ -230,11 +230,11 @@ def gibbs_kernel(X,          # IN  (n, d_a) source rows
     n = X.shape[0]
     m = Y_t.shape[1]
     n_chunks = (n + CHUNK - 1) // CHUNK
+    scale = np.float32(inv_eps)
     for chunk in prange(n_chunks):
         start = chunk * CHUNK
         stop = min(start + CHUNK, n)
         sims = np.dot(np.dot(X[start:stop], W), Y_t)
-        scale = np.float32(inv_eps)
         for i in range(stop - start):
             top = sims[i, 0]
             for j in range(1, m):

@@ -17,7 +17,8 @@ one pair (what ``n_restarts`` selects on) but cannot say whether a cross-model f
 same A rows under two restarts' maps (the best pair of restarts). Independent restarts that
 found the alignment map a row to nearly the same place; failed restarts land in unrelated local
 optima. Measured on 80 fits (docs/reliability.md): 0.00-0.25 for every failed fit (minilm-static
-pairs, weakened settings, 1,000-row hidden rotations), 0.25-0.83 for good ones, 3 of 20 of them
+pairs, weakened settings, 1,000-row hidden rotations before refine-transport existed),
+0.25-0.83 for good ones (up to 1.00 for small hidden rotations since), 3 of 20 of them
 below the threshold (fits whose two restarts found different maps). This is the score that
 separates good from failed fits across model pairs; ``confidence_`` ranks failed minilm-static
 fits above good wordllama -> minilm ones.

@@ -125,7 +125,7 @@ class MiniVec2Vec:
     different models even the true map scores 0.68-0.80), ``restart_confidences_`` (the
     score of each restart after refine-1; empty when ``n_restarts`` is 1) and
     ``restart_agreement_`` (mean cosine between two restarts' images of the same A rows:
-    0.00-0.25 measured for failed fits, 0.25-0.83 for good ones; NaN when ``n_restarts`` is 1).
+    0.00-0.25 measured for failed fits, 0.25-1.00 for good ones; NaN when ``n_restarts`` is 1).
     The fit warns with :class:`AlignmentWarning` when the agreement is below
     ``AGREEMENT_THRESHOLD`` = 0.30, or, with a single restart, when the confidence is below
     ``CONFIDENCE_THRESHOLD`` = 0.80.
