@@ -1,7 +1,6 @@
 """Checks on the real data directory ../shared/data (skipped when it is absent)."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -9,22 +8,15 @@ import pytest
 
 from minivec2vec import knn
 from minivec2vec.datasets import load_sample
+from minivec2vec.etl import file_sha256
 
 pytestmark = pytest.mark.slow
-
-
-def sha256(path, chunk=1 << 22):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @pytest.mark.parametrize("model", ["minilm", "wordllama"])
 def test_shipped_sample_is_the_first_rows_of_the_real_data(shared_data, model):
     expected = json.loads((shared_data / "SHA256.json").read_text())[f"{model}.npy"]
-    assert sha256(shared_data / f"{model}.npy") == expected
+    assert file_sha256(shared_data / f"{model}.npy") == expected
     full = np.load(shared_data / f"{model}.npy", mmap_mode="r")
     sample = load_sample(model)
     assert full.dtype == sample.dtype == np.float16
