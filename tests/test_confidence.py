@@ -100,7 +100,8 @@ def test_n_restarts_continues_the_best_scoring_restart(monkeypatch, rotation_spl
     monkeypatch.setattr(model_module, "refine_clusters", recording_refine)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AlignmentWarning)
-        model = MiniVec2Vec(random_state=5, n_threads=1, n_restarts=3, n_runs=1,
+        model = MiniVec2Vec(random_state=5, n_threads=1, n_restarts=3, extra_restarts=0,
+                            n_runs=1,
                             **{k: v for k, v in LIGHT.items() if k != "n_runs"}).fit(train_a, train_b)
     assert len(initial) == 3 and len(passed_on) == 1
     scores = model.restart_confidences_
@@ -159,3 +160,56 @@ def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):
     assert payload["restart_agreement"] == pytest.approx(
         MiniVec2Vec.load(out).restart_agreement_, abs=1e-4)
     assert payload["restart_agreement"] < AGREEMENT_THRESHOLD
+
+
+def _synthetic_fit(paths, seed, extra_restarts):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlignmentWarning)
+        return MiniVec2Vec(random_state=seed, n_threads=1, extra_restarts=extra_restarts,
+                           **LIGHT).fit(paths["a"], paths["b"])
+
+
+def test_extra_restart_runs_only_while_the_restarts_disagree(tmp_path):
+    """A synthetic pair with a known rotation (24-d, 1,000 rows per side). Seed 0: the two
+    restarts agree, so ``extra_restarts`` changes nothing, bit for bit. Seed 2: they disagree
+    (one restart failed), so a third runs, the first two are untouched, and it agrees with the
+    good one; the kept map is the true rotation."""
+    from minivec2vec.synthetic import generate_pair
+    paths = generate_pair(tmp_path / "pair", 1000, 24, n_test=10, seed=2)
+    R = np.load(paths["true_map"])
+
+    plain, extra = _synthetic_fit(paths, 0, 0), _synthetic_fit(paths, 0, 1)
+    assert plain.restart_agreement_ >= AGREEMENT_THRESHOLD
+    assert extra.restart_confidences_.shape == (2,)
+    assert extra.W_.tobytes() == plain.W_.tobytes()
+
+    plain, extra = _synthetic_fit(paths, 2, 0), _synthetic_fit(paths, 2, 1)
+    assert plain.restart_agreement_ < AGREEMENT_THRESHOLD
+    assert extra.restart_confidences_.shape == (3,)
+    np.testing.assert_array_equal(extra.restart_confidences_[:2], plain.restart_confidences_)
+    assert extra.restart_agreement_ >= AGREEMENT_THRESHOLD
+    assert np.linalg.norm(extra.W_ - R) / np.linalg.norm(R) < 0.15
+    # the added restart is the one a fit with one more restart would have run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlignmentWarning)
+        three = MiniVec2Vec(random_state=2, n_threads=1, n_restarts=3, extra_restarts=0,
+                            **LIGHT).fit(paths["a"], paths["b"])
+    assert extra.W_.tobytes() == three.W_.tobytes()
+
+
+def test_extra_restarts_stop_at_their_limit_and_a_failed_fit_still_warns(rotation_split):
+    """The crippled fit of test_doubtful_fit_warns: no restart finds the rotation, so every
+    extra restart runs, and the fit still warns."""
+    data = rotation_split.train_a[:400], rotation_split.train_b[:400]
+    with pytest.warns(AlignmentWarning, match="restarts disagree"):
+        model = MiniVec2Vec(random_state=0, n_threads=1, n_runs=1, n_clusters=3,
+                            anchor_sample=400, qap_restarts=1, refine_iter=0,
+                            transport_iter=0, refine_clusters=0, mutual_iter=0,
+                            confidence_sample=200, extra_restarts=2).fit(*data)
+    assert model.restart_confidences_.shape == (4,)
+    assert model.restart_agreement_ < AGREEMENT_THRESHOLD
+
+
+def test_extra_restarts_is_validated():
+    with pytest.raises(ValueError, match="extra_restarts"):
+        MiniVec2Vec(extra_restarts=-1).fit(np.ones((10, 4)), np.ones((10, 4)))
