@@ -67,9 +67,9 @@ def test_restart_agreement_oracles(rotation_split):
     assert restart_agreement([W1, -W1], rows) == pytest.approx(-1.0, abs=1e-5)
     assert np.isnan(restart_agreement([W1], rows))
     assert abs(restart_agreement([W1, W2], rows)) < 0.05
-    # the best of the three pairs of (W2, W1, -W1, W1): the two equal maps
-    assert restart_agreement([W2, W1, -W1, W1], rows) == pytest.approx(1.0, abs=1e-5)
-    assert restart_agreement([W1, -W1, W2], rows) < 0.05
+    # only the first two count (the threshold is calibrated on one pair, not the best of many)
+    assert abs(restart_agreement([W2, W1, -W1, W1], rows)) < 0.05
+    assert restart_agreement([W1, -W1, W1], rows) == pytest.approx(-1.0, abs=1e-5)
 
 
 def test_verdict_uses_agreement_when_there_are_restarts():
@@ -169,11 +169,11 @@ def _synthetic_fit(paths, seed, extra_restarts):
                            **LIGHT).fit(paths["a"], paths["b"])
 
 
-def test_extra_restart_runs_only_while_the_restarts_disagree(tmp_path):
+def test_extra_restart_runs_only_when_the_restarts_disagree(tmp_path):
     """A synthetic pair with a known rotation (24-d, 1,000 rows per side). Seed 0: the two
     restarts agree, so ``extra_restarts`` changes nothing, bit for bit. Seed 2: they disagree
-    (one restart failed), so a third runs, the first two are untouched, and it agrees with the
-    good one; the kept map is the true rotation."""
+    (one restart failed), so a third runs, the first two are untouched, the verdict stays theirs,
+    and the kept map is the true rotation."""
     from minivec2vec.synthetic import generate_pair
     paths = generate_pair(tmp_path / "pair", 1000, 24, n_test=10, seed=2)
     R = np.load(paths["true_map"])
@@ -187,7 +187,7 @@ def test_extra_restart_runs_only_while_the_restarts_disagree(tmp_path):
     assert plain.restart_agreement_ < AGREEMENT_THRESHOLD
     assert extra.restart_confidences_.shape == (3,)
     np.testing.assert_array_equal(extra.restart_confidences_[:2], plain.restart_confidences_)
-    assert extra.restart_agreement_ >= AGREEMENT_THRESHOLD
+    assert extra.restart_agreement_ == plain.restart_agreement_
     assert np.linalg.norm(extra.W_ - R) / np.linalg.norm(R) < 0.15
     # the added restart is the one a fit with one more restart would have run
     with warnings.catch_warnings():
@@ -197,9 +197,9 @@ def test_extra_restart_runs_only_while_the_restarts_disagree(tmp_path):
     assert extra.W_.tobytes() == three.W_.tobytes()
 
 
-def test_extra_restarts_stop_at_their_limit_and_a_failed_fit_still_warns(rotation_split):
-    """The crippled fit of test_doubtful_fit_warns: no restart finds the rotation, so every
-    extra restart runs, and the fit still warns."""
+def test_extra_restarts_all_run_and_a_failed_fit_still_warns(rotation_split):
+    """The crippled fit of test_doubtful_fit_warns: its first two restarts disagree, so both
+    extra restarts run, and the fit still warns."""
     data = rotation_split.train_a[:400], rotation_split.train_b[:400]
     with pytest.warns(AlignmentWarning, match="restarts disagree"):
         model = MiniVec2Vec(random_state=0, n_threads=1, n_runs=1, n_clusters=3,
