@@ -318,8 +318,9 @@ class MiniVec2Vec:
 
         for restart_rng in restart_rngs:
             run_restart(restart_rng)
-        if (sample is not None and self.extra_restarts
-                and restart_agreement(restart_maps, sample.rows_a) < AGREEMENT_THRESHOLD):
+        agreement = (restart_agreement(restart_maps, sample.rows_a) if sample is not None
+                     else float("nan"))      # of the first two: extra restarts do not change it
+        if self.extra_restarts and agreement < AGREEMENT_THRESHOLD:
             # the first restarts disagree: more chances, seeded as n_restarts + extra would be
             logger.info("restarts disagree: %d more", self.extra_restarts)
             for seed in rng.integers(0, 2**63 - 1, size=self.extra_restarts):
@@ -345,7 +346,7 @@ class MiniVec2Vec:
                                     csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
         self.confidence_ = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
         self.restart_confidences_ = np.asarray(restart_confidences, dtype=np.float64)
-        self.restart_agreement_ = restart_agreement(restart_maps, sample.rows_a)
+        self.restart_agreement_ = agreement
         timings["confidence"] = time.perf_counter() - t
         reason = doubtful(self.confidence_, self.restart_agreement_)
         if reason:
