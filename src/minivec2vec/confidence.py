@@ -21,10 +21,10 @@ pairs, weakened settings, 1,000-row hidden rotations before refine-transport exi
 0.25-0.83 for good ones (up to 1.00 for small hidden rotations since), 3 of 20 of them
 below the threshold (fits whose two restarts found different maps). This is the score that
 separates good from failed fits across model pairs; ``confidence_`` ranks failed minilm-static
-fits above good wordllama -> minilm ones. Only the first two restarts count: the best of
-several pairs rises with their number: with three restarts, 2 of 20 failed minilm ->
-minilm-static fits (10,000 rows per side) reached 0.317 and 0.328, above the threshold, while
-their first two agreed 0.25 or less, like every failed fit measured.
+fits above good wordllama -> minilm ones. Only the first two restarts count, because the best
+of several pairs rises with their number. With three restarts, 2 of 20 failed minilm ->
+minilm-static fits (10,000 rows per side) reached 0.317 and 0.328, above the threshold; their
+first two agreed 0.25 or less, like every failed fit measured.
 
 The verdict (:func:`doubtful`): with two or more restarts, agreement below
 ``AGREEMENT_THRESHOLD``; with one, confidence below ``CONFIDENCE_THRESHOLD`` (which every
