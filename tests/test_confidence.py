@@ -58,18 +58,20 @@ def test_confidence_is_invariant_to_rotating_b(rotation_split):
 
 def test_restart_agreement_oracles(rotation_split):
     """Identical maps agree 1, opposite maps -1, one map gives NaN; on real rows two
-    independent random orthogonal maps agree about 0, the true rotation and itself 1."""
+    independent random orthogonal maps agree about 0. With more maps, the kept one is compared
+    with every other and the closest counts."""
     A, _ = _centred(rotation_split)
     rows = A[:500]
     rng = np.random.default_rng(6)
     W1, W2 = (procrustes(rng.standard_normal((384, 384))) for _ in range(2))
-    assert restart_agreement([W1, W1], rows) == pytest.approx(1.0, abs=1e-5)
-    assert restart_agreement([W1, -W1], rows) == pytest.approx(-1.0, abs=1e-5)
-    assert np.isnan(restart_agreement([W1], rows))
-    assert abs(restart_agreement([W1, W2], rows)) < 0.05
-    # only the first two count (the threshold is calibrated on one pair, not the best of many)
-    assert abs(restart_agreement([W2, W1, -W1, W1], rows)) < 0.05
-    assert restart_agreement([W1, -W1, W1], rows) == pytest.approx(-1.0, abs=1e-5)
+    assert restart_agreement([W1, W1], rows, kept=0) == pytest.approx(1.0, abs=1e-5)
+    assert restart_agreement([W1, -W1], rows, kept=1) == pytest.approx(-1.0, abs=1e-5)
+    assert np.isnan(restart_agreement([W1], rows, kept=0))
+    assert abs(restart_agreement([W1, W2], rows, kept=0)) < 0.05
+    maps = [W2, W1, -W1, W1]
+    assert restart_agreement(maps, rows, kept=1) == pytest.approx(1.0, abs=1e-5)  # found W1
+    assert abs(restart_agreement(maps, rows, kept=0)) < 0.05     # W2: no other map is close
+    assert abs(restart_agreement(maps, rows, kept=2)) < 0.05     # -W1: W2 beats the W1s (-1)
 
 
 def test_verdict_uses_agreement_when_there_are_restarts():
@@ -172,8 +174,8 @@ def _synthetic_fit(paths, seed, extra_restarts):
 def test_extra_restart_runs_only_when_the_restarts_disagree(tmp_path):
     """A synthetic pair with a known rotation (24-d, 1,000 rows per side). Seed 0: the two
     restarts agree, so ``extra_restarts`` changes nothing, bit for bit. Seed 2: they disagree
-    (one restart failed), so a third runs, the first two are untouched, the verdict stays theirs,
-    and the kept map is the true rotation."""
+    (one restart failed), so a third runs, the first two are untouched, the kept map is the
+    true rotation, and the good restart among the first two now confirms it: no warning."""
     from minivec2vec.synthetic import generate_pair
     paths = generate_pair(tmp_path / "pair", 1000, 24, n_test=10, seed=2)
     R = np.load(paths["true_map"])
@@ -187,7 +189,8 @@ def test_extra_restart_runs_only_when_the_restarts_disagree(tmp_path):
     assert plain.restart_agreement_ < AGREEMENT_THRESHOLD
     assert extra.restart_confidences_.shape == (3,)
     np.testing.assert_array_equal(extra.restart_confidences_[:2], plain.restart_confidences_)
-    assert extra.restart_agreement_ == plain.restart_agreement_
+    assert plain.restart_agreement_ < 0 < AGREEMENT_THRESHOLD < extra.restart_agreement_
+    assert doubtful(extra.confidence_, extra.restart_agreement_) is None
     assert np.linalg.norm(extra.W_ - R) / np.linalg.norm(R) < 0.15
     # the added restart is the one a fit with one more restart would have run
     with warnings.catch_warnings():

@@ -115,18 +115,18 @@ class MiniVec2Vec:
         Independent runs of the stages up to refine-1 (anchors, pseudo-pairs, Procrustes,
         refine-1, and refine-transport on small inputs), each with its own seed derived from
         ``random_state``; the run with the best confidence score goes on to the later stages.
-        Two or more also give ``restart_agreement_`` (of the first two), the check that tells
-        a failed fit (see :mod:`minivec2vec.confidence`); each restart adds about half of a
-        default fit's time.
+        Two or more also give ``restart_agreement_`` (how closely another restart confirms
+        the kept map), the check that tells a failed fit (see :mod:`minivec2vec.confidence`);
+        each restart adds about half of a default fit's time.
     extra_restarts : int, default 1
-        Restarts added when the first two disagree (``restart_agreement_`` below
+        Restarts added when no restart confirms the kept one (``restart_agreement_`` below
         ``AGREEMENT_THRESHOLD``): more chances to find the map, the best by confidence being
-        kept among all. They take the seeds further restarts of ``n_restarts`` would have, so
-        such a fit equals the fit with ``n_restarts + extra_restarts`` restarts; fits whose
-        restarts agree are unchanged and cost nothing more. They do not change the verdict,
-        which stays the agreement of the first two (see :mod:`minivec2vec.confidence`). On
-        minilm -> wordllama at full size the one failed default seed of 20 goes from top-1
-        0.153 to 0.657 (it still warns). 0 disables it; it needs ``n_restarts`` >= 2.
+        kept among all and checked against all. They take the seeds further restarts of
+        ``n_restarts`` would have, so such a fit equals a fit with ``n_restarts +
+        extra_restarts`` restarts and no extra ones; fits whose kept map is confirmed are
+        unchanged and cost nothing more. On minilm -> wordllama at full size the one failed
+        default seed of 20 goes from top-1 0.153 to 0.657. 0 disables it; it needs
+        ``n_restarts`` >= 2.
     confidence_sample : int, default 5000
         Rows per side used to compute the confidence score.
 
@@ -134,10 +134,11 @@ class MiniVec2Vec:
     measured for random maps, about 1 for a map as good as B's own sampling noise; between
     different models even the true map scores 0.68-0.80), ``restart_confidences_`` (the
     score of each restart after refine-1; empty when ``n_restarts`` is 1) and
-    ``restart_agreement_`` (mean cosine between two restarts' images of the same A rows:
-    0.00-0.25 measured for failed fits, 0.25-1.00 for good ones; NaN when ``n_restarts`` is 1).
-    The fit warns with :class:`AlignmentWarning` when the agreement is below
-    ``AGREEMENT_THRESHOLD`` = 0.30, or, with a single restart, when the confidence is below
+    ``restart_agreement_`` (mean cosine between the images of the same A rows under the kept
+    map and under the restart that agrees with it most: at most 0.33 measured for failed
+    restarts, 0.55-0.77 between good ones; NaN when ``n_restarts`` is 1). The fit warns with
+    :class:`AlignmentWarning` when the agreement is below ``AGREEMENT_THRESHOLD`` = 0.40, or,
+    with a single restart, when the confidence is below
     ``CONFIDENCE_THRESHOLD`` = 0.80.
     """
 
@@ -306,25 +307,31 @@ class MiniVec2Vec:
         def run_restart(restart_rng):
             nonlocal best
             W, anchors = self._initial_map(A, B, restart_rng, n_threads, sizes, plan, timings)
-            restart_maps.append(W)
             if sample is None:          # a single restart: nothing to choose from
                 best = (None, W, anchors, restart_rng)
                 return
             score = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
+            restart_maps.append(W)
             restart_confidences.append(score)
             logger.info("restart %d: confidence %.3f", len(restart_confidences), score)
             if best is None or score > best[0]:
                 best = (score, W, anchors, restart_rng)
 
+        def kept_agreement():           # how closely another restart confirms the kept map
+            if sample is None:
+                return float("nan")
+            return restart_agreement(restart_maps, sample.rows_a,
+                                     kept=int(np.argmax(restart_confidences)))
+
         for restart_rng in restart_rngs:
             run_restart(restart_rng)
-        agreement = (restart_agreement(restart_maps, sample.rows_a) if sample is not None
-                     else float("nan"))      # of the first two: extra restarts do not change it
+        agreement = kept_agreement()
         if self.extra_restarts and agreement < AGREEMENT_THRESHOLD:
-            # the first restarts disagree: more chances, seeded as n_restarts + extra would be
+            # the kept map is not confirmed: more chances, seeded as n_restarts + extra would be
             logger.info("restarts disagree: %d more", self.extra_restarts)
             for seed in rng.integers(0, 2**63 - 1, size=self.extra_restarts):
                 run_restart(np.random.default_rng(seed))
+            agreement = kept_agreement()
         _, W, anchors, rng = best
 
         t = time.perf_counter()
