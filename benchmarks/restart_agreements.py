@@ -1,0 +1,115 @@
+"""How much do independent restarts agree when they failed, and when they found the map?
+
+Calibrates ``AGREEMENT_THRESHOLD`` (issue 6.2; docs/reliability.md, session 7). For each seed,
+fits MiniVec2Vec on the protocol split of ../shared/data (B's coordinates rotated, ``--rows``
+training rows per side) with ``--restarts`` restarts and no extra ones, records every restart's
+map after refine-1 (the maps the check compares), and prints each restart's top-1 on the test
+pool (needs the pairs, used only to judge) and the agreement of every pair of restarts, as
+``restart_agreement`` computes it. The first restarts are exactly those of a default fit and
+its extra restart: the seeds are drawn in the same order. ``mutual_iter=0``: the stages after
+the restarts do not change them.
+
+    python benchmarks/restart_agreements.py --pair minilm:minilm-static --seeds 0-19 --rows 10000
+    python benchmarks/restart_agreements.py --pair wordllama:minilm --seeds 0-19 --rows 10000
+
+One process, single-threaded kernels by default. To see each restart, the script wraps the
+fit's private restart step (``MiniVec2Vec._initial_map``) and the scoring-sample draw: it is an
+instrument, not an example of the API.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import minivec2vec.model as model_module
+from minivec2vec import MiniVec2Vec
+from minivec2vec.confidence import restart_agreement
+from minivec2vec.evaluation import evaluate
+from minivec2vec.model import centre_normalise
+from minivec2vec.protocol import random_rotation, split
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+class RestartRecorder:
+    """Wraps the restart step and the scoring-sample draw of one fit to keep what they return."""
+
+    def __init__(self):
+        self.maps, self.samples = [], []
+        self._initial_map = MiniVec2Vec._initial_map
+        self._scoring_sample = model_module.scoring_sample
+
+    def __enter__(self):
+        recorder = self
+
+        def initial_map(model, *args, **kwargs):
+            W, anchors = recorder._initial_map(model, *args, **kwargs)
+            recorder.maps.append(W)
+            return W, anchors
+
+        def scoring_sample(*args, **kwargs):
+            sample = recorder._scoring_sample(*args, **kwargs)
+            recorder.samples.append(sample)
+            return sample
+
+        MiniVec2Vec._initial_map = initial_map
+        model_module.scoring_sample = scoring_sample
+        return self
+
+    def __exit__(self, *exc):
+        MiniVec2Vec._initial_map = self._initial_map
+        model_module.scoring_sample = self._scoring_sample
+        return False
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pair", default="wordllama:minilm")
+    parser.add_argument("--seeds", default="0-19", help="first-last")
+    parser.add_argument("--rows", type=int, default=10000, help="training rows per side")
+    parser.add_argument("--restarts", type=int, default=4)
+    parser.add_argument("--n-threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="append JSON lines here")
+    args = parser.parse_args(argv)
+    if args.restarts < 2:
+        parser.error("--restarts must be at least 2")
+    a, b = args.pair.split(":")
+    first, _, last = args.seeds.partition("-")
+    X_a, X_b = np.load(DATA / f"{a}.npy"), np.load(DATA / f"{b}.npy")
+    pairs = list(itertools.combinations(range(args.restarts), 2))
+    print(f"{'seed':>4}  top-1 per restart{'':<{max(0, 7 * args.restarts - 17)}}  "
+          + " ".join(f"{i}-{j}" for i, j in pairs), flush=True)
+    for seed in range(int(first), int(last or first) + 1):
+        s = split(X_a, X_b, rotate_b=random_rotation(X_b.shape[1], 1000 + seed))
+        with RestartRecorder() as recorder, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = MiniVec2Vec(random_state=seed, n_threads=args.n_threads,
+                                fit_sample=args.rows, n_restarts=args.restarts,
+                                extra_restarts=0, mutual_iter=0).fit(s.train_a, s.train_b)
+        test_a = centre_normalise(s.test_a, model.mean_a_, "test_a")
+        test_b = centre_normalise(s.test_b, model.mean_b_, "test_b")
+        top1 = [evaluate(test_a @ W.astype(np.float32), test_b, n_threads=args.n_threads)["top1"]
+                for W in recorder.maps]
+        rows_a = recorder.samples[0].rows_a
+        agreement = {f"{i}-{j}": restart_agreement([recorder.maps[i], recorder.maps[j]], rows_a,
+                                                   kept=0)
+                     for i, j in pairs}
+        print(f"{seed:>4}  " + " ".join(f"{t:6.3f}" for t in top1) + "  "
+              + " ".join(f"{agreement[f'{i}-{j}']:.2f}" for i, j in pairs), flush=True)
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps({"pair": args.pair, "seed": seed, "rows": args.rows,
+                                     "restart_top1": top1, "agreement": agreement,
+                                     "restart_confidences": model.restart_confidences_.tolist()})
+                         + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
