@@ -162,6 +162,7 @@ def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):
     assert payload["restart_agreement"] == pytest.approx(
         MiniVec2Vec.load(out).restart_agreement_, abs=1e-4)
     assert payload["restart_agreement"] < AGREEMENT_THRESHOLD
+    assert payload["restarts"] == 3          # the two default restarts and the extra one
 
 
 def _synthetic_fit(paths, seed, extra_restarts):

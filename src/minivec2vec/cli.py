@@ -57,7 +57,9 @@ def _cmd_fit(args):
                  "confidence_threshold": CONFIDENCE_THRESHOLD,
                  "restart_agreement": (None if np.isnan(model.restart_agreement_)
                                        else round(model.restart_agreement_, 4)),
-                 "agreement_threshold": AGREEMENT_THRESHOLD})
+                 "agreement_threshold": AGREEMENT_THRESHOLD,
+                 # restarts run, the extra ones included (1: no check was possible)
+                 "restarts": max(1, len(model.restart_confidences_))})
 
 
 def _cmd_apply(args):
