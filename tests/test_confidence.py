@@ -199,6 +199,10 @@ def test_extra_restart_runs_only_when_the_restarts_disagree(tmp_path):
         three = MiniVec2Vec(random_state=2, n_threads=1, n_restarts=3, extra_restarts=0,
                             **LIGHT).fit(paths["a"], paths["b"])
     assert extra.W_.tobytes() == three.W_.tobytes()
+    # extra restarts run one at a time: the first one confirms the kept map, so no more run
+    more = _synthetic_fit(paths, 2, 3)
+    assert more.restart_confidences_.shape == (3,)
+    assert more.W_.tobytes() == extra.W_.tobytes()
 
 
 def test_extra_restarts_all_run_and_a_failed_fit_still_warns(rotation_split):
