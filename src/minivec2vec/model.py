@@ -124,9 +124,9 @@ class MiniVec2Vec:
         the best by confidence being kept among all and checked against all. They take the
         seeds further restarts of ``n_restarts`` would have, so a fit that ran k of them
         equals a fit with ``n_restarts + k`` restarts and no extra ones; fits whose kept map
-        is confirmed are unchanged and cost nothing more. On minilm -> wordllama at full size the one failed
-        default seed of 20 goes from top-1 0.153 to 0.657. 0 disables it; it needs
-        ``n_restarts`` >= 2.
+        is confirmed are unchanged and cost nothing more. On minilm -> wordllama at full size
+        the one failed default seed of 20 goes from top-1 0.153 to 0.657. 0 disables it; it
+        needs ``n_restarts`` >= 2.
     confidence_sample : int, default 5000
         Rows per side used to compute the confidence score.
 
@@ -300,28 +300,24 @@ class MiniVec2Vec:
                                     csls_k=sizes["csls_k"], rng=np.random.default_rng(seeds[0]),
                                     n_threads=n_threads)
             restart_rngs = [np.random.default_rng(seed) for seed in seeds[1:]]
-        best = None
+        restarts = []                   # (W, anchors, rng) of each restart, in order
         restart_confidences = []
-        restart_maps = []
 
         def run_restart(restart_rng):
-            nonlocal best
             W, anchors = self._initial_map(A, B, restart_rng, n_threads, sizes, plan, timings)
-            if sample is None:          # a single restart: nothing to choose from
-                best = (None, W, anchors, restart_rng)
-                return
-            score = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
-            restart_maps.append(W)
-            restart_confidences.append(score)
-            logger.info("restart %d: confidence %.3f", len(restart_confidences), score)
-            if best is None or score > best[0]:
-                best = (score, W, anchors, restart_rng)
+            restarts.append((W, anchors, restart_rng))
+            if sample is not None:      # a single restart has nothing to be chosen against
+                score = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
+                restart_confidences.append(score)
+                logger.info("restart %d: confidence %.3f", len(restart_confidences), score)
+
+        def kept():                     # the best-scoring restart (the first of equals)
+            return int(np.argmax(restart_confidences)) if restart_confidences else 0
 
         def kept_agreement():           # how closely another restart confirms the kept map
             if sample is None:
                 return float("nan")
-            return restart_agreement(restart_maps, sample.rows_a,
-                                     kept=int(np.argmax(restart_confidences)))
+            return restart_agreement([W for W, _, _ in restarts], sample.rows_a, kept=kept())
 
         for restart_rng in restart_rngs:
             run_restart(restart_rng)
@@ -335,7 +331,7 @@ class MiniVec2Vec:
                 agreement = kept_agreement()
                 if agreement >= AGREEMENT_THRESHOLD:
                     break
-        _, W, anchors, rng = best
+        W, anchors, rng = restarts[kept()]
 
         t = time.perf_counter()
         if sizes["refine_clusters"]:
