@@ -2,7 +2,8 @@
 
 Public API: :class:`MiniVec2Vec` (fit / transform / save / load; ``confidence_``,
 ``restart_agreement_`` and :class:`AlignmentWarning` say without pairs whether a fit is
-doubtful), :func:`evaluate`, and the
+doubtful; ``fit(..., known_pairs=...)`` starts from a few paired items when the unpaired fit
+cannot), :func:`evaluate`, and the
 kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`; the partial states
 of the method (:mod:`minivec2vec.partials`) and their Dask drivers :func:`dask_knn`,
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
@@ -11,18 +12,20 @@ from . import _threads  # noqa: F401  (first: selects the Numba threading layer,
 from ._errors import (DimensionMismatchError, DtypeError, InputError, MapFileError,
                       MapFileVersionError, MemoryLimitError, MiniVec2VecError, NonFiniteError,
                       NotFittedError, OutputPathError, ShapeError, TooFewRowsError, ZeroRowError)
-from .confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, AlignmentWarning
+from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
+                         AlignmentWarning)
 from .evaluation import evaluate
 from .kmeans import kmeans
 from .knn import knn, merge_topk
-from .model import MiniVec2Vec
+from .model import MIN_KNOWN_PAIRS, MiniVec2Vec
 from .partials import (ProcrustesPartial, finalize_procrustes, merge_procrustes_partials,
                        partial_means, procrustes_partial, topk_partial)
 from .procrustes import neighbour_cross_covariance, procrustes
 from ._dask import dask_knn, dask_procrustes
 
 __all__ = ["MiniVec2Vec", "NotFittedError", "MapFileError", "AlignmentWarning",
-           "CONFIDENCE_THRESHOLD", "AGREEMENT_THRESHOLD", "evaluate", "kmeans", "knn",
+           "CONFIDENCE_THRESHOLD", "AGREEMENT_THRESHOLD", "KNOWN_PAIRS_THRESHOLD",
+           "MIN_KNOWN_PAIRS", "evaluate", "kmeans", "knn",
            "merge_topk", "procrustes", "neighbour_cross_covariance", "ProcrustesPartial",
            "procrustes_partial", "merge_procrustes_partials", "partial_means",
            "finalize_procrustes", "topk_partial", "dask_knn", "dask_procrustes",

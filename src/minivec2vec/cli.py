@@ -40,15 +40,19 @@ def _model_params(args):
 
 def _cmd_fit(args):
     from ._validation import check_output_path
-    from .confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD
+    from .confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")   # before a fit of minutes, not after
     from .sources import open_source
     X_a = open_source(args.a, "A", column=args.column)
     X_b = open_source(args.b, "B", column=args.column)
+    known_pairs = None
+    if args.known_pairs:
+        known_pairs = (_load_npy(args.known_pairs[0], "known pairs of A"),
+                       _load_npy(args.known_pairs[1], "known pairs of B"))
     model = MiniVec2Vec(**_model_params(args))
     t0 = time.perf_counter()
-    model.fit(X_a, X_b)
+    model.fit(X_a, X_b, known_pairs=known_pairs)
     seconds = time.perf_counter() - t0
     model.save(args.output)
     _emit(args, {"map": args.output, "rows_a": X_a.n_rows, "rows_b": X_b.n_rows,
@@ -59,7 +63,11 @@ def _cmd_fit(args):
                                        else round(model.restart_agreement_, 4)),
                  "agreement_threshold": AGREEMENT_THRESHOLD,
                  # restarts run, the extra ones included (1: no check was possible)
-                 "restarts": max(1, len(model.restart_confidences_))})
+                 "restarts": max(1, len(model.restart_confidences_)),
+                 "known_pairs": 0 if known_pairs is None else int(known_pairs[0].shape[0]),
+                 "known_pairs_top1": (None if np.isnan(model.known_pairs_top1_)
+                                      else round(model.known_pairs_top1_, 4)),
+                 "known_pairs_threshold": KNOWN_PAIRS_THRESHOLD})
 
 
 def _cmd_apply(args):
@@ -164,6 +172,10 @@ def build_parser():
         fit.add_argument("--" + name.replace("_", "-"), dest=name, type=type(value), default=value)
     fit.add_argument("--no-reproject", action="store_true",
                      help="the reference notebook's unprojected smoothing update")
+    fit.add_argument("--known-pairs", nargs=2, metavar=("PAIRS_A", "PAIRS_B"),
+                     help="two row-aligned .npy files: a few items (10 or more; 50 or more "
+                          "recommended) embedded by both models, to start the fit from when the "
+                          "unpaired fit warns")
 
     apply_ = sub.add_parser("apply", help="map X.npy (space A) into space B")
     apply_.add_argument("map")

@@ -9,15 +9,17 @@ import warnings
 import numpy as np
 
 from . import _mapfile
-from ._errors import DimensionMismatchError, MapFileError, NotFittedError, ZeroRowError
+from ._errors import (DimensionMismatchError, MapFileError, NotFittedError, ShapeError,
+                      TooFewRowsError, ZeroRowError)
 from ._memory import chunk_rows, plan_fit, working_budget
 from ._sizing import check_enough_rows, stage_settings
 from ._threads import resolve_n_threads, single_threaded_blas
-from ._validation import check_positive_int, check_random_state, check_rows
-from .anchors import match_anchors
+from ._validation import check_embeddings, check_positive_int, check_random_state, check_rows
+from .anchors import Anchors, match_anchors
 from .partials import partial_means, procrustes_partial
-from .confidence import (AGREEMENT_THRESHOLD, AlignmentWarning, alignment_confidence, doubtful,
-                         restart_agreement, scoring_sample)
+from .confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, AlignmentWarning,
+                         alignment_confidence, doubtful, known_pairs_top1, restart_agreement,
+                         scoring_sample)
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
 from .refine import refine_clusters, refine_matching, refine_mutual
@@ -27,6 +29,9 @@ from .sources import ArraySource, open_source, scan
 logger = logging.getLogger("minivec2vec")
 
 _BLOCK_ROWS = 65536
+
+# fewer known pairs than this do not start a fit on real data (10 fail on every pair measured)
+MIN_KNOWN_PAIRS = 10
 
 
 class MiniVec2Vec:
@@ -139,7 +144,10 @@ class MiniVec2Vec:
     restarts, 0.55-0.77 between good ones; NaN when ``n_restarts`` is 1). The fit warns with
     :class:`AlignmentWarning` when the agreement is below ``AGREEMENT_THRESHOLD`` = 0.40, or,
     with a single restart, when the confidence is below
-    ``CONFIDENCE_THRESHOLD`` = 0.80.
+    ``CONFIDENCE_THRESHOLD`` = 0.80. A fit given ``known_pairs`` (see :meth:`fit`) runs no
+    restarts (``restart_agreement_`` NaN) and is checked by ``known_pairs_top1_`` instead
+    (held-out top-1 on the pairs; NaN without them), warning below
+    ``KNOWN_PAIRS_THRESHOLD`` = 0.20.
     """
 
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
@@ -216,24 +224,39 @@ class MiniVec2Vec:
             raise ValueError(f"n_clusters: anchor matching needs at least 3 clusters, got {self.n_clusters}")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X_a, X_b):
-        """Learn W from unpaired rows of space A (n_a x d_a) and space B (n_b x d_b)."""
-        with single_threaded_blas():
-            return self._fit(X_a, X_b)
+    def fit(self, X_a, X_b, known_pairs=None):
+        """Learn W from unpaired rows of space A (n_a x d_a) and space B (n_b x d_b).
 
-    def _fit(self, X_a, X_b):
+        known_pairs : (pairs_a, pairs_b), optional
+            A few items embedded by BOTH models: arrays of shape (m, d_a) and (m, d_b), row i
+            of each the same item, m >= ``MIN_KNOWN_PAIRS`` (10). They replace the unpaired
+            search for a starting map (the anchor stage and its restarts, refine-1 and
+            refine-transport): the start is the Procrustes solution of these pairs, centred
+            with the training means, and refine-2 and refine-mutual run from it on the
+            unpaired rows as usual. This is the way out when the unpaired fit warns: on
+            minilm -> minilm-static (rotated), where every unpaired fit fails, 50 known pairs
+            give top-1 0.95 against a supervised ceiling of 0.99 (docs/experiments.md).
+            ``known_pairs_top1_`` then checks the fit on them, held out.
+        """
+        with single_threaded_blas():
+            return self._fit(X_a, X_b, known_pairs)
+
+    def _fit(self, X_a, X_b, known_pairs=None):
         self._check_params()
         if is_dask_array(X_a) or is_dask_array(X_b):
             from . import _dask
             rng = check_random_state(self.random_state)
             t_start = time.perf_counter()
+            known_pairs = _check_known_pairs(known_pairs, X_a.shape[1], X_b.shape[1])
             rows_a, rows_b, mean_a, mean_b = _dask.read_and_sample(
                 X_a, X_b, self.fit_sample, rng,
                 lambda n_a, n_b: check_enough_rows(n_a, n_b, self.n_clusters, self.fit_sample))
             return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
-                                  seconds_reading=time.perf_counter() - t_start)
+                                  seconds_reading=time.perf_counter() - t_start,
+                                  known_pairs=known_pairs)
         source_a = open_source(X_a, "X_a")
         source_b = open_source(X_b, "X_b")
+        known_pairs = _check_known_pairs(known_pairs, source_a.n_features, source_b.n_features)
         # the plan first: a limit that cannot hold the work fails before anything is read
         wide = np.float64 in (source_a.dtype, source_b.dtype)
         n_a, n_b = min(source_a.n_rows, self.fit_sample), min(source_b.n_rows, self.fit_sample)
@@ -255,7 +278,7 @@ class MiniVec2Vec:
         check_enough_rows(source_a.n_rows, source_b.n_rows, self.n_clusters, self.fit_sample)
         return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
                               seconds_reading=time.perf_counter() - t_start,
-                              rows_are_scratch=fresh_a and fresh_b)
+                              rows_are_scratch=fresh_a and fresh_b, known_pairs=known_pairs)
 
     def _memory_plan(self, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, sample_copies=1,
                      sizes=None):
@@ -267,12 +290,13 @@ class MiniVec2Vec:
                         params={**self.get_params(), **sizes}, sample_copies=sample_copies)
 
     def _fit_rows(self, X_a, X_b, mean_a, mean_b, rng, seconds_reading=0.0,
-                  rows_are_scratch=False):
+                  rows_are_scratch=False, known_pairs=None):
         """Run every stage on the (sampled) rows X_a, X_b, centred with the means of ALL rows.
 
         Input adapters (files, shards, Dask) compute the means and draw the rows, then call this.
         ``rows_are_scratch=True`` lets float32 rows be centred and normalised in place (the
         caller hands them over), which halves the resident memory of the fit.
+        ``known_pairs`` (validated) replace the restarts' search for a starting map.
         """
         n_threads = resolve_n_threads(self.n_threads)
         check_enough_rows(X_a.shape[0], X_b.shape[0], self.n_clusters, self.fit_sample)
@@ -292,6 +316,90 @@ class MiniVec2Vec:
         A = centre_normalise(X_a, self.mean_a_, "X_a", out=X_a if in_place else None)
         B = centre_normalise(X_b, self.mean_b_, "X_b", out=X_b if in_place else None)
 
+        if known_pairs is None:
+            W, anchors, rng, restart_confidences, agreement, sample = self._search_restarts(
+                A, B, rng, n_threads, sizes, plan, timings)
+        else:
+            t = time.perf_counter()
+            K_a = centre_normalise(known_pairs[0], self.mean_a_, "known_pairs[0]")
+            K_b = centre_normalise(known_pairs[1], self.mean_b_, "known_pairs[1]")
+            W = procrustes(K_a.T.astype(np.float64) @ K_b.astype(np.float64))
+            anchors = Anchors(np.empty((0, A.shape[1]), np.float32),
+                              np.empty((0, B.shape[1]), np.float32), np.empty(0))
+            restart_confidences, agreement, sample = [], float("nan"), None
+            timings["known_pairs"] = time.perf_counter() - t
+
+        W = self._refine(W, A, B, rng, n_threads, sizes, plan, timings)
+        if known_pairs is not None:
+            t = time.perf_counter()
+            self.known_pairs_top1_ = self._cross_check(K_a, K_b, A, B, rng, n_threads, sizes,
+                                                       plan)
+            timings["known_pairs_check"] = time.perf_counter() - t
+        else:
+            self.known_pairs_top1_ = float("nan")
+
+        t = time.perf_counter()
+        if sample is None:
+            sample = scoring_sample(A, B, sample_size=self.confidence_sample,
+                                    csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
+        self.confidence_ = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
+        self.restart_confidences_ = np.asarray(restart_confidences, dtype=np.float64)
+        self.restart_agreement_ = agreement
+        timings["confidence"] = time.perf_counter() - t
+        reason = doubtful(self.confidence_, self.restart_agreement_, self.known_pairs_top1_)
+        if reason:
+            warnings.warn(f"the alignment is doubtful: {reason}", AlignmentWarning, stacklevel=4)
+
+        self.W_ = np.ascontiguousarray(W, dtype=np.float64)
+        self.anchors_a_ = anchors.anchors_a
+        self.anchors_b_ = anchors.anchors_b
+        self.anchor_scores_ = anchors.run_scores
+        self.n_features_a_ = X_a.shape[1]
+        self.n_features_b_ = X_b.shape[1]
+        self.stage_settings_ = sizes
+        timings["total"] = time.perf_counter() - t_start
+        self.timings_ = timings
+        logger.info("fit done in %.1f s (%s)", timings["total"],
+                    ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total"))
+        return self
+
+    def _refine(self, W, A, B, rng, n_threads, sizes, plan, timings):
+        """The stages after the starting map: refine-2, then refine-mutual."""
+        t = time.perf_counter()
+        if sizes["refine_clusters"]:
+            W = refine_clusters(W, A, B, n_clusters=sizes["refine_clusters"], alpha=self.alpha,
+                                reproject=self.reproject, rng=rng, n_threads=n_threads)
+        timings["refine_clusters"] = timings.get("refine_clusters", 0.0) + time.perf_counter() - t
+
+        t = time.perf_counter()
+        W = refine_mutual(W, A, B, n_iter=self.mutual_iter, sample_size=sizes["mutual_sample"],
+                          final_sample_size=sizes["mutual_final_sample"],
+                          csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads,
+                          memory_limit=plan["knn_mutual"])
+        timings["refine_mutual"] = timings.get("refine_mutual", 0.0) + time.perf_counter() - t
+        return W
+
+    def _cross_check(self, K_a, K_b, A, B, rng, n_threads, sizes, plan):
+        """``known_pairs_top1_``: the known pairs cut in two halves (seeded); the fit after the
+        start (refine-2, refine-mutual) runs from each half's Procrustes map and is scored on
+        the OTHER half, its A rows retrieved among its B rows and KNOWN_PAIRS_DISTRACTORS
+        unpaired B rows; the mean of the two (see :mod:`minivec2vec.confidence`)."""
+        order = rng.permutation(K_a.shape[0])
+        halves = np.array_split(order, 2)
+        distractors = B[np.sort(rng.choice(B.shape[0], min(KNOWN_PAIRS_DISTRACTORS, B.shape[0]),
+                                           replace=False))]
+        scores = []
+        for start_rows, held_out in (halves, halves[::-1]):
+            W = procrustes(K_a[start_rows].T.astype(np.float64)
+                           @ K_b[start_rows].astype(np.float64))
+            W = self._refine(W, A, B, rng, n_threads, sizes, plan, {})
+            scores.append(known_pairs_top1(W, K_a[held_out], K_b[held_out], distractors))
+        return float(np.mean(scores))
+
+    def _search_restarts(self, A, B, rng, n_threads, sizes, plan, timings):
+        """Stages 1-4 in ``n_restarts`` (+ extra) independent restarts; returns the kept
+        restart's (W, anchors, rng), every restart's confidence, the kept map's agreement and
+        the scoring sample (None with one restart)."""
         sample = None
         restart_rngs = [rng]
         if self.n_restarts > 1:
@@ -332,44 +440,7 @@ class MiniVec2Vec:
                 if agreement >= AGREEMENT_THRESHOLD:
                     break
         W, anchors, rng = restarts[kept()]
-
-        t = time.perf_counter()
-        if sizes["refine_clusters"]:
-            W = refine_clusters(W, A, B, n_clusters=sizes["refine_clusters"], alpha=self.alpha,
-                                reproject=self.reproject, rng=rng, n_threads=n_threads)
-        timings["refine_clusters"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        W = refine_mutual(W, A, B, n_iter=self.mutual_iter, sample_size=sizes["mutual_sample"],
-                          final_sample_size=sizes["mutual_final_sample"],
-                          csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads,
-                          memory_limit=plan["knn_mutual"])
-        timings["refine_mutual"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        if sample is None:
-            sample = scoring_sample(A, B, sample_size=self.confidence_sample,
-                                    csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
-        self.confidence_ = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
-        self.restart_confidences_ = np.asarray(restart_confidences, dtype=np.float64)
-        self.restart_agreement_ = agreement
-        timings["confidence"] = time.perf_counter() - t
-        reason = doubtful(self.confidence_, self.restart_agreement_)
-        if reason:
-            warnings.warn(f"the alignment is doubtful: {reason}", AlignmentWarning, stacklevel=4)
-
-        self.W_ = np.ascontiguousarray(W, dtype=np.float64)
-        self.anchors_a_ = anchors.anchors_a
-        self.anchors_b_ = anchors.anchors_b
-        self.anchor_scores_ = anchors.run_scores
-        self.n_features_a_ = X_a.shape[1]
-        self.n_features_b_ = X_b.shape[1]
-        self.stage_settings_ = sizes
-        timings["total"] = time.perf_counter() - t_start
-        self.timings_ = timings
-        logger.info("fit done in %.1f s (%s)", timings["total"],
-                    ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total"))
-        return self
+        return W, anchors, rng, restart_confidences, agreement, sample
 
     def _initial_map(self, A, B, rng, n_threads, sizes, plan, timings):
         """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1, and refine-transport on
@@ -447,8 +518,8 @@ class MiniVec2Vec:
         return map_rows(block, W, self.mean_a_, self.mean_b_, self.scale_b_, add_mean,
                         row_offset=row_offset, out=out)
 
-    def fit_transform(self, X_a, X_b):
-        return self.fit(X_a, X_b).transform(X_a)
+    def fit_transform(self, X_a, X_b, known_pairs=None):
+        return self.fit(X_a, X_b, known_pairs).transform(X_a)
 
     # ------------------------------------------------------------------ persistence
     _ARRAYS = ("W_", "mean_a_", "mean_b_", "anchors_a_", "anchors_b_", "anchor_scores_")
@@ -462,6 +533,7 @@ class MiniVec2Vec:
                  "confidence_": getattr(self, "confidence_", None),
                  # NaN (one restart) is not JSON: stored as null
                  "restart_agreement_": _finite_or_none(getattr(self, "restart_agreement_", None)),
+                 "known_pairs_top1_": _finite_or_none(getattr(self, "known_pairs_top1_", None)),
                  "minivec2vec_version": __version__}
         _mapfile.write_map(path, _json_safe_params(self.get_params()), arrays, extra)
 
@@ -493,9 +565,9 @@ class MiniVec2Vec:
         try:
             if extra.get("confidence_") is not None:
                 model.confidence_ = float(extra["confidence_"])
-            if "restart_agreement_" in extra:
-                agreement = extra["restart_agreement_"]
-                model.restart_agreement_ = float("nan") if agreement is None else float(agreement)
+            for name in ("restart_agreement_", "known_pairs_top1_"):
+                if name in extra:   # NaN (not computed) is stored as null
+                    setattr(model, name, float("nan") if extra[name] is None else float(extra[name]))
         except (TypeError, ValueError):
             raise MapFileError(f"{path!r}: corrupt meta.json (a score is not a number)") from None
         model.n_features_a_, model.n_features_b_ = W.shape
@@ -595,3 +667,26 @@ def _mean_centred_norm(X, mean, block_rows=8192):
         block = X[start:start + block_rows].astype(np.float64) - mean
         total += np.sqrt(np.einsum("ij,ij->i", block, block)).sum()
     return total / X.shape[0]
+
+
+def _check_known_pairs(known_pairs, d_a, d_b):
+    """(pairs_a, pairs_b) as two finite 2-D float arrays with d_a / d_b features and the same
+    number of rows, at least MIN_KNOWN_PAIRS; None passes through."""
+    if known_pairs is None:
+        return None
+    if not isinstance(known_pairs, (tuple, list)) or len(known_pairs) != 2:
+        raise TypeError("known_pairs: expected a pair (pairs_a, pairs_b) of 2-D arrays, got "
+                        f"{type(known_pairs).__name__}"
+                        + (f" of length {len(known_pairs)}" if isinstance(known_pairs, (tuple, list)) else ""))
+    pairs_a = check_embeddings(known_pairs[0], "known_pairs[0]", n_features=d_a,
+                               reject_zero_rows=True)
+    pairs_b = check_embeddings(known_pairs[1], "known_pairs[1]", n_features=d_b,
+                               reject_zero_rows=True)
+    if pairs_a.shape[0] != pairs_b.shape[0]:
+        raise ShapeError(f"known_pairs: {pairs_a.shape[0]} rows of A but {pairs_b.shape[0]} rows "
+                         "of B; row i of each must be the same item")
+    if pairs_a.shape[0] < MIN_KNOWN_PAIRS:
+        raise TooFewRowsError(f"known_pairs: {pairs_a.shape[0]} pairs, at least {MIN_KNOWN_PAIRS} "
+                              "are needed (10 already fail on every pair of real models measured; "
+                              "50 or more are recommended)")
+    return pairs_a, pairs_b
