@@ -10,6 +10,11 @@ Each fit runs in a child process so its peak RSS is its own.
     python benchmarks/quality.py --pairs all --variant paper='{"mutual_iter": 0}'
     python benchmarks/quality.py --pairs rotation      # each model against itself, rotated
     python benchmarks/quality.py --pairs all --seeds 0,1,2 --set fit_sample=10000 --set n_runs=5
+    python benchmarks/quality.py --pairs minilm:minilm-static --known-pairs 50 --set n_threads=1
+
+``--known-pairs M`` gives the fit M true pairs (``fit(..., known_pairs=...)``): A's training rows
+drawn with ``numpy.random.default_rng(seed)`` and their B partners; the ``pairs`` column is then
+the held-out ``known_pairs_top1_`` (the restart agreement is not defined).
 
 ``--set key=value`` applies to every variant (value parsed as JSON, else kept as a string).
 The ``conf`` column is the fitted model's unpaired ``confidence_`` (no pairs used).
@@ -30,7 +35,7 @@ MODELS = ("minilm", "wordllama", "minilm-static")
 CROSS = [(a, b) for a in MODELS for b in MODELS if a != b]
 
 
-def run_one(a, b, seed, params, pool):
+def run_one(a, b, seed, params, pool, known_pairs=0):
     import numpy as np
 
     from minivec2vec import MiniVec2Vec
@@ -44,14 +49,21 @@ def run_one(a, b, seed, params, pool):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the confidence is printed; a doubtful fit is data here
-        model = MiniVec2Vec(random_state=seed, **params).fit(s.train_a, s.train_b)
+        pairs = None
+        if known_pairs:
+            rows = np.random.default_rng(seed).choice(s.train_a.shape[0], known_pairs,
+                                                       replace=False)
+            pairs = (s.train_a[rows], s.paired_train_b[rows])
+        model = MiniVec2Vec(random_state=seed, **params).fit(s.train_a, s.train_b,
+                                                             known_pairs=pairs)
     seconds = time.perf_counter() - t0
     got = evaluate_model(model, s)
     ceiling = supervised_ceiling(s)
     return {"a": a, "b": b, "seed": seed, "top1": got["top1"], "mean_rank": got["mean_rank"],
             "mean_cos": got["mean_cos"], "confidence": model.confidence_,
             "restart_confidences": model.restart_confidences_.tolist(),
-            "restart_agreement": model.restart_agreement_, "ceiling_top1": ceiling["top1"],
+            "restart_agreement": model.restart_agreement_, "known_pairs": known_pairs,
+            "known_pairs_top1": model.known_pairs_top1_, "ceiling_top1": ceiling["top1"],
             "ceiling_mean_rank": ceiling["mean_rank"], "fit_seconds": seconds,
             "stage_seconds": model.timings_,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -67,13 +79,16 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a MiniVec2Vec parameter applied to every variant")
     parser.add_argument("--pool", type=int, default=8192)
+    parser.add_argument("--known-pairs", type=int, default=0, metavar="M",
+                        help="give each fit M true pairs drawn from A's training rows")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.one:  # child process: one fit, JSON on stdout
         job = json.loads(args.one)
-        print(json.dumps(run_one(job["a"], job["b"], job["seed"], job["params"], job["pool"])))
+        print(json.dumps(run_one(job["a"], job["b"], job["seed"], job["params"], job["pool"],
+                                 job["known_pairs"])))
         return 0
     if not DATA.is_dir():
         print(f"quality.py needs the real data in {DATA}", file=sys.stderr)
@@ -99,12 +114,14 @@ def main(argv=None):
     variants = [(name, {**common, **params}) for name, params in variants]
 
     print(f"{'variant':<12} {'A -> B':<28} {'seed':>4} {'top-1':>6} {'rank':>7} "
-          f"{'ceiling':>7} {'ratio':>6} {'conf':>6} {'agree':>6} {'fit s':>7} {'peak MB':>8}",
+          f"{'ceiling':>7} {'ratio':>6} {'conf':>6} {'agree':>6} {'pairs':>6} {'fit s':>7} "
+          f"{'peak MB':>8}",
           flush=True)
     for name, params in variants:
         for a, b in pairs:
             for seed in seeds:
-                job = json.dumps({"a": a, "b": b, "seed": seed, "params": params, "pool": args.pool})
+                job = json.dumps({"a": a, "b": b, "seed": seed, "params": params, "pool": args.pool,
+                                  "known_pairs": args.known_pairs})
                 proc = subprocess.run([sys.executable, __file__, "--one", job],
                                       capture_output=True, text=True, env=os.environ.copy())
                 if proc.returncode != 0:
@@ -116,7 +133,7 @@ def main(argv=None):
                 print(f"{name:<12} {a + ' -> ' + b:<28} {seed:>4} {r['top1']:>6.3f} "
                       f"{r['mean_rank']:>7.2f} {r['ceiling_top1']:>7.3f} "
                       f"{r['top1'] / r['ceiling_top1']:>6.3f} {r['confidence']:>6.3f} "
-                      f"{r['restart_agreement']:>6.3f} "
+                      f"{r['restart_agreement']:>6.3f} {r['known_pairs_top1']:>6.3f} "
                       f"{r['fit_seconds']:>7.1f} "
                       f"{r['peak_rss_mb']:>8.0f}", flush=True)
                 if args.out:

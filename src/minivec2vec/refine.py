@@ -62,11 +62,12 @@ def mutual_schedule(n_iter, sample_size, final_sample_size):
 
 
 def refine_mutual(W, X_a, X_b, *, n_iter, sample_size, csls_k, rng, n_threads=None,
-                  memory_limit=None, final_sample_size=None):
+                  memory_limit=None, final_sample_size=None, prior_cross_covariance=None):
     """Refine-mutual. X_a, X_b: centred unit-norm float32 rows. Returns the new W.
 
     ``final_sample_size`` (default ``sample_size``: no growth) is the draw of the last pass;
-    see :func:`mutual_schedule`."""
+    see :func:`mutual_schedule`. ``prior_cross_covariance`` (d_a x d_b, e.g. weighted known
+    pairs) is added to every pass's cross-covariance of mutual pairs before its Procrustes."""
     for size in mutual_schedule(n_iter, sample_size, final_sample_size or sample_size):
         rows_a = X_a if size >= X_a.shape[0] else X_a[np.sort(
             rng.choice(X_a.shape[0], size, replace=False))]
@@ -78,5 +79,5 @@ def refine_mutual(W, X_a, X_b, *, n_iter, sample_size, csls_k, rng, n_threads=No
         if mutual.size < 2:
             break
         M = neighbour_cross_covariance(rows_a[mutual], rows_b, forward[mutual][:, None], n_threads)
-        W = procrustes(M)
+        W = procrustes(M if prior_cross_covariance is None else M + prior_cross_covariance)
     return W
