@@ -84,6 +84,30 @@ def check_rows(X: np.ndarray, name: str, *, finite: bool = True, nonzero: bool =
                                    "embedding has no direction to align)")
 
 
+def check_known_pairs(known_pairs, d_a: int, d_b: int, min_pairs: int):
+    """(pairs_a, pairs_b) as two finite 2-D float arrays with d_a / d_b features and the same
+    number of rows, at least ``min_pairs``; None passes through."""
+    if known_pairs is None:
+        return None
+    if not isinstance(known_pairs, (tuple, list)):
+        raise TypeError("known_pairs: expected a pair (pairs_a, pairs_b) of 2-D arrays, got "
+                        f"{type(known_pairs).__name__}")
+    if len(known_pairs) != 2:
+        raise TypeError("known_pairs: expected a pair (pairs_a, pairs_b) of 2-D arrays, got a "
+                        f"{type(known_pairs).__name__} of length {len(known_pairs)}")
+    pairs_a = check_embeddings(known_pairs[0], "known_pairs[0]", n_features=d_a,
+                               reject_zero_rows=True)
+    pairs_b = check_embeddings(known_pairs[1], "known_pairs[1]", n_features=d_b,
+                               reject_zero_rows=True)
+    if pairs_a.shape[0] != pairs_b.shape[0]:
+        raise ShapeError(f"known_pairs: {pairs_a.shape[0]} rows of A but {pairs_b.shape[0]} rows "
+                         "of B; row i of each must be the same item")
+    if pairs_a.shape[0] < min_pairs:
+        raise TooFewRowsError(f"known_pairs: {pairs_a.shape[0]} pairs, at least {min_pairs} "
+                              "are needed (50 or more are recommended)")
+    return pairs_a, pairs_b
+
+
 def check_output_path(path, what: str = "output") -> str:
     """Fail before any work if ``path`` cannot be written: its directory must exist and accept
     a new file (probed by creating and removing a temporary file), and ``path`` must not be a

@@ -9,12 +9,12 @@ import warnings
 import numpy as np
 
 from . import _mapfile
-from ._errors import (DimensionMismatchError, MapFileError, NotFittedError, ShapeError,
-                      TooFewRowsError, ZeroRowError)
+from ._errors import DimensionMismatchError, MapFileError, NotFittedError, ZeroRowError
 from ._memory import chunk_rows, plan_fit, working_budget
 from ._sizing import check_enough_rows, stage_settings
 from ._threads import resolve_n_threads, single_threaded_blas
-from ._validation import check_embeddings, check_positive_int, check_random_state, check_rows
+from ._validation import (check_known_pairs, check_positive_int, check_random_state,
+                          check_rows)
 from .anchors import Anchors, match_anchors
 from .partials import partial_means, procrustes_partial
 from .confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, AlignmentWarning,
@@ -30,7 +30,7 @@ logger = logging.getLogger("minivec2vec")
 
 _BLOCK_ROWS = 65536
 
-# fewer known pairs than this do not start a fit on real data (10 fail on every pair measured)
+# fewer known pairs than this cannot start a fit on real data (10 failed on both pairs tried)
 MIN_KNOWN_PAIRS = 10
 
 
@@ -260,7 +260,8 @@ class MiniVec2Vec:
             from . import _dask
             rng = check_random_state(self.random_state)
             t_start = time.perf_counter()
-            known_pairs = _check_known_pairs(known_pairs, X_a.shape[1], X_b.shape[1])
+            known_pairs = check_known_pairs(known_pairs, X_a.shape[1], X_b.shape[1],
+                                            MIN_KNOWN_PAIRS)
             rows_a, rows_b, mean_a, mean_b = _dask.read_and_sample(
                 X_a, X_b, self.fit_sample, rng,
                 lambda n_a, n_b: check_enough_rows(n_a, n_b, self.n_clusters, self.fit_sample))
@@ -269,7 +270,8 @@ class MiniVec2Vec:
                                   known_pairs=known_pairs)
         source_a = open_source(X_a, "X_a")
         source_b = open_source(X_b, "X_b")
-        known_pairs = _check_known_pairs(known_pairs, source_a.n_features, source_b.n_features)
+        known_pairs = check_known_pairs(known_pairs, source_a.n_features, source_b.n_features,
+                                        MIN_KNOWN_PAIRS)
         # the plan first: a limit that cannot hold the work fails before anything is read
         wide = np.float64 in (source_a.dtype, source_b.dtype)
         n_a, n_b = min(source_a.n_rows, self.fit_sample), min(source_b.n_rows, self.fit_sample)
@@ -336,14 +338,15 @@ class MiniVec2Vec:
             t = time.perf_counter()
             K_a = centre_normalise(known_pairs[0], self.mean_a_, "known_pairs[0]")
             K_b = centre_normalise(known_pairs[1], self.mean_b_, "known_pairs[1]")
-            W = procrustes(K_a.T.astype(np.float64) @ K_b.astype(np.float64))
+            known_cross_covariance = K_a.T.astype(np.float64) @ K_b.astype(np.float64)
+            W = procrustes(known_cross_covariance)
             anchors = Anchors(np.empty((0, A.shape[1]), np.float32),
                               np.empty((0, B.shape[1]), np.float32), np.empty(0))
             restart_confidences, agreement, sample = [], float("nan"), None
             timings["known_pairs"] = time.perf_counter() - t
 
         W = self._refine(W, A, B, rng, n_threads, sizes, plan, timings,
-                         pairs=None if known_pairs is None else (K_a, K_b))
+                         None if known_pairs is None else known_cross_covariance)
         if known_pairs is not None:
             t = time.perf_counter()
             self.known_pairs_top1_ = self._cross_check(K_a, K_b, A, B, rng, n_threads, sizes,
@@ -377,15 +380,15 @@ class MiniVec2Vec:
                     ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total"))
         return self
 
-    def _refine(self, W, A, B, rng, n_threads, sizes, plan, timings, pairs=None):
-        """The stages after the starting map: refine-2, then refine-mutual. With known
-        ``pairs`` (K_a, K_b): refine-mutual alone, the pairs weighted into every pass."""
-        prior = None
-        if pairs is not None and self.known_pairs_weight:
-            prior = self.known_pairs_weight * (pairs[0].T.astype(np.float64)
-                                               @ pairs[1].astype(np.float64))
+    def _refine(self, W, A, B, rng, n_threads, sizes, plan, timings,
+                known_cross_covariance=None):
+        """The stages after the starting map: refine-2, then refine-mutual. A fit started from
+        known pairs (their ``known_cross_covariance``) runs refine-mutual alone, the pairs
+        weighted into every pass."""
+        seeded = known_cross_covariance is not None
+        prior = self.known_pairs_weight * known_cross_covariance if seeded else None
         t = time.perf_counter()
-        if sizes["refine_clusters"] and pairs is None:
+        if sizes["refine_clusters"] and not seeded:
             W = refine_clusters(W, A, B, n_clusters=sizes["refine_clusters"], alpha=self.alpha,
                                 reproject=self.reproject, rng=rng, n_threads=n_threads)
         timings["refine_clusters"] = timings.get("refine_clusters", 0.0) + time.perf_counter() - t
@@ -409,10 +412,8 @@ class MiniVec2Vec:
                                            replace=False))]
         scores = []
         for start_rows, held_out in (halves, halves[::-1]):
-            W = procrustes(K_a[start_rows].T.astype(np.float64)
-                           @ K_b[start_rows].astype(np.float64))
-            W = self._refine(W, A, B, rng, n_threads, sizes, plan, {},
-                             pairs=(K_a[start_rows], K_b[start_rows]))
+            M = K_a[start_rows].T.astype(np.float64) @ K_b[start_rows].astype(np.float64)
+            W = self._refine(procrustes(M), A, B, rng, n_threads, sizes, plan, {}, M)
             scores.append(known_pairs_top1(W, K_a[held_out], K_b[held_out], distractors))
         return float(np.mean(scores))
 
@@ -688,25 +689,3 @@ def _mean_centred_norm(X, mean, block_rows=8192):
         total += np.sqrt(np.einsum("ij,ij->i", block, block)).sum()
     return total / X.shape[0]
 
-
-def _check_known_pairs(known_pairs, d_a, d_b):
-    """(pairs_a, pairs_b) as two finite 2-D float arrays with d_a / d_b features and the same
-    number of rows, at least MIN_KNOWN_PAIRS; None passes through."""
-    if known_pairs is None:
-        return None
-    if not isinstance(known_pairs, (tuple, list)) or len(known_pairs) != 2:
-        raise TypeError("known_pairs: expected a pair (pairs_a, pairs_b) of 2-D arrays, got "
-                        f"{type(known_pairs).__name__}"
-                        + (f" of length {len(known_pairs)}" if isinstance(known_pairs, (tuple, list)) else ""))
-    pairs_a = check_embeddings(known_pairs[0], "known_pairs[0]", n_features=d_a,
-                               reject_zero_rows=True)
-    pairs_b = check_embeddings(known_pairs[1], "known_pairs[1]", n_features=d_b,
-                               reject_zero_rows=True)
-    if pairs_a.shape[0] != pairs_b.shape[0]:
-        raise ShapeError(f"known_pairs: {pairs_a.shape[0]} rows of A but {pairs_b.shape[0]} rows "
-                         "of B; row i of each must be the same item")
-    if pairs_a.shape[0] < MIN_KNOWN_PAIRS:
-        raise TooFewRowsError(f"known_pairs: {pairs_a.shape[0]} pairs, at least {MIN_KNOWN_PAIRS} "
-                              "are needed (10 already fail on every pair of real models measured; "
-                              "50 or more are recommended)")
-    return pairs_a, pairs_b
