@@ -248,7 +248,7 @@ class MiniVec2Vec:
             lowers such starts, 0.57 -> 0.80 top-1 without it on 25 minilm -> minilm-static
             pairs). This is the way out when the unpaired fit warns: on
             minilm -> minilm-static (rotated), where every unpaired fit fails, 50 known pairs
-            give top-1 0.95 against a supervised ceiling of 0.99 (docs/experiments.md).
+            give top-1 0.96 against a supervised ceiling of 0.99 (docs/experiments.md).
             ``known_pairs_top1_`` then checks the fit on them, held out.
         """
         with single_threaded_blas():
