@@ -19,6 +19,7 @@ import functools
 
 import numpy as np
 
+from ._errors import NonFiniteError, ZeroRowError
 from ._validation import check_embeddings, check_layout, check_positive_int
 from .knn import _METRICS, merge_topk
 from .model import column_mean, is_dask_array, map_rows, sample_indices
@@ -123,19 +124,25 @@ def read_and_sample(X_a, X_b, n_sample, rng, check_rows):
         if is_dask_array(X):
             sides.append(check_dask_embeddings(X, name, min_rows=2))
         else:
-            sides.append(check_embeddings(X, name, min_rows=2))
+            sides.append(check_embeddings(X, name, min_rows=2, reject_zero_rows=True))
     check_rows(sides[0].shape[0], sides[1].shape[0])
 
-    lazy = [summed_partial(X) for X in sides if is_dask_array(X)]
+    # the sums and the all-zero check of each dask side in one computation: one read of X
+    lazy = [(summed_partial(X), X.any(axis=1).all()) for X in sides if is_dask_array(X)]
     computed = iter(dask.compute(*lazy))
     means = []
     for X, name in zip(sides, ("X_a", "X_b")):
         if not is_dask_array(X):
             means.append(column_mean(X))
             continue
-        mean = partial_means(next(computed)[0])[0]
+        partial, no_zero_row = next(computed)
+        mean = partial_means(partial[0])[0]
         if not np.all(np.isfinite(mean)):
-            raise ValueError(f"{name}: row {_first_non_finite_row(X)} contains NaN or Inf")
+            raise NonFiniteError(f"{name}: row {_first_non_finite_row(X)} contains NaN or Inf")
+        if not no_zero_row:
+            row = int(X.any(axis=1).argmin().compute())
+            raise ZeroRowError(f"{name}: row {row} is all zeros (an empty or failed embedding "
+                               "has no direction to align)")
         means.append(mean)
 
     picked = [X if X.shape[0] <= n_sample else X[sample_indices(X.shape[0], n_sample, rng)]

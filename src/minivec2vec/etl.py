@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from ._errors import NonFiniteError, ZeroRowError
 from ._memory import chunk_rows as plan_chunk_rows, working_budget
 from .sources import open_source
 
@@ -133,8 +134,10 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
                 bar.update(stop - start)
             if _after_chunk is not None:
                 _after_chunk(n_chunks)
-    except (ValueError, TypeError):
-        # bad input rows (NaN, a zero row): a rerun would fail the same way, nothing to resume
+    except (NonFiniteError, ZeroRowError):
+        # bad input rows (NaN, a zero row): a rerun would fail the same way, nothing to resume.
+        # Anything else (a file truncated or replaced while reading, a full disk) keeps the
+        # partial output: once the input is whole again the rerun resumes.
         for path in (partial, journal_path):
             if os.path.exists(path):
                 os.unlink(path)

@@ -556,6 +556,11 @@ class MiniVec2Vec:
                  "restart_agreement_": _finite_or_none(getattr(self, "restart_agreement_", None)),
                  "known_pairs_top1_": _finite_or_none(getattr(self, "known_pairs_top1_", None)),
                  "minivec2vec_version": __version__}
+        if hasattr(self, "stage_settings_"):
+            extra["stage_settings_"] = {k: int(v) for k, v in self.stage_settings_.items()}
+        if hasattr(self, "restart_confidences_"):
+            extra["restart_confidences_"] = [_finite_or_none(v)
+                                             for v in self.restart_confidences_]
         _mapfile.write_map(path, _json_safe_params(self.get_params()), arrays, extra)
 
     @classmethod
@@ -591,6 +596,22 @@ class MiniVec2Vec:
                     setattr(model, name, float("nan") if extra[name] is None else float(extra[name]))
         except (TypeError, ValueError):
             raise MapFileError(f"{path!r}: corrupt meta.json (a score is not a number)") from None
+        # absent from map files written before they were saved: those still load, without them
+        if "stage_settings_" in extra:
+            settings = extra["stage_settings_"]
+            if not (isinstance(settings, dict) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in settings.values())):
+                raise MapFileError(f"{path!r}: corrupt meta.json (stage_settings_ is not a "
+                                   "mapping of integers)")
+            model.stage_settings_ = dict(settings)
+        if "restart_confidences_" in extra:
+            scores = extra["restart_confidences_"]
+            try:
+                model.restart_confidences_ = np.array(
+                    [float("nan") if v is None else float(v) for v in scores], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise MapFileError(f"{path!r}: corrupt meta.json (restart_confidences_ is not "
+                                   "a list of numbers)") from None
         model.n_features_a_, model.n_features_b_ = W.shape
         return model
 
