@@ -4,7 +4,8 @@
   truncated while it is read) and removes it only for bad rows;
 * a map file keeps ``stage_settings_`` and ``restart_confidences_``, and older map files
   without them still load;
-* Dask fits refuse all-zero rows as in-memory fits do.
+* Dask fits refuse all-zero rows as in-memory fits do;
+* CLI flags are validated before any work: one line on stderr, exit status 2.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from scipy.stats import ortho_group
 
 from minivec2vec import MiniVec2Vec, MiniVec2VecError, NonFiniteError, ZeroRowError
+from minivec2vec.cli import main
 from minivec2vec.etl import apply_map
 
 LIGHT = dict(n_runs=3, qap_restarts=5, refine_iter=5, transport_iter=1, refine_clusters=20,
@@ -107,3 +109,62 @@ def test_dask_fit_refuses_all_zero_rows(rotation_split, dask_side):
         inputs[i] = da.from_array(inputs[i], chunks=(300, inputs[i].shape[1]))
     with pytest.raises(ZeroRowError, match="X_a: row 321 is all zeros"):
         MiniVec2Vec(**LIGHT).fit(*inputs)
+
+
+# ------------------------------------------------------------------------------------ CLI flags
+@pytest.fixture
+def cli_files(tmp_path):
+    small_model().save(tmp_path / "m.map")
+    X = np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    return tmp_path
+
+
+@pytest.mark.parametrize("flag,value", [("--n-threads", "-3"), ("--n-threads", "0"),
+                                        ("--n-threads", "two"), ("--chunk-rows", "0"),
+                                        ("--chunk-rows", "-5")])
+def test_cli_apply_refuses_bad_counts_before_any_work(cli_files, capsys, flag, value):
+    t = cli_files
+    with pytest.raises(SystemExit) as exit_info:
+        main(["apply", str(t / "m.map"), str(t / "x.npy"), "-o", str(t / "o.npy"), flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("minivec2vec: error: argument " + flag) and value in err
+    assert not (t / "o.npy").exists() and not (t / "o.npy.partial").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "m.map", "x.npy", "x.npy", "--n-threads", "-1"],
+    ["evaluate", "m.map", "x.npy", "x.npy", "--pool", "0"],
+    ["fit", "x.npy", "x.npy", "-o", "f.map", "--n-threads", "0"],
+    ["fit", "x.npy", "x.npy", "-o", "f.map", "--n-runs", "-2"],
+    ["demo", "--n-threads", "-4"],
+    ["generate", "g", "--rows", "0", "--dim", "8"],
+    ["generate", "g", "--rows", "10", "--dim", "8", "--shard-rows", "-1"],
+])
+def test_cli_refuses_zero_and_negative_counts_everywhere(cli_files, capsys, monkeypatch, argv):
+    monkeypatch.chdir(cli_files)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("minivec2vec: error: argument")
+    assert not (cli_files / "f.map").exists() and not (cli_files / "g").exists()
+
+
+def test_cli_evaluate_passes_n_threads_to_its_knn(cli_files, capsys, monkeypatch):
+    import minivec2vec.evaluation as evaluation_module
+    seen = []
+    real = evaluation_module._knn
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("n_threads"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation_module, "_knn", spy)
+    t = cli_files
+    assert main(["evaluate", str(t / "m.map"), str(t / "x.npy"), str(t / "x.npy"), "--csls",
+                 "--n-threads", "1", "--json"]) == 0
+    assert seen == [1]
+    assert json.loads(capsys.readouterr().out)["pool"] == 20

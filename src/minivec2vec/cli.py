@@ -14,6 +14,30 @@ import time
 import numpy as np
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's own error format: one line on stderr, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"minivec2vec: error: {message} (see {self.prog} --help)\n")
+
+
+def _counter(minimum):
+    """An argparse ``type=``: an integer of at least ``minimum``, refused while parsing."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+_positive_int = _counter(1)
+_count = _counter(0)
+
 
 def _tunable_defaults():
     """The estimator's own numeric defaults (one source of truth), each becoming a --flag."""
@@ -109,7 +133,8 @@ def _cmd_evaluate(args):
     A = _load_npy(args.a, "A")
     B = _load_npy(args.b, "B")
     targets = np.asarray(B, dtype=np.float32) - model.mean_b_.astype(np.float32)
-    result = evaluate(model.transform(A), targets, pool=args.pool, csls=args.csls)
+    result = evaluate(model.transform(A), targets, pool=args.pool, csls=args.csls,
+                      n_threads=args.n_threads)
     _emit(args, result)
 
 
@@ -157,8 +182,13 @@ def _emit(args, payload):
                         for k, v in payload.items()))
 
 
+# the estimator's integer parameters that may be 0 (see MiniVec2Vec._check_params)
+_ZERO_ALLOWED = ("refine_iter", "transport_iter", "refine_clusters", "mutual_iter",
+                 "extra_restarts")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minivec2vec",
+    parser = _Parser(prog="minivec2vec",
                                      description="Unsupervised alignment of two embedding spaces.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -169,7 +199,11 @@ def build_parser():
     fit.add_argument("-o", "--output", required=True, help="map file to write")
     fit.add_argument("--seed", type=int, default=0)
     for name, value in _tunable_defaults().items():
-        fit.add_argument("--" + name.replace("_", "-"), dest=name, type=type(value), default=value)
+        # counts that may be 0 (iterations, skipped stages) take 0; the others must be >= 1;
+        # alpha and the other floats are checked by the estimator before any work
+        kind = type(value) if isinstance(value, float) else (
+            _count if name in _ZERO_ALLOWED else _positive_int)
+        fit.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=value)
     fit.add_argument("--no-reproject", action="store_true",
                      help="the reference notebook's unprojected smoothing update")
     fit.add_argument("--known-pairs", nargs=2, metavar=("PAIRS_A", "PAIRS_B"),
@@ -184,7 +218,7 @@ def build_parser():
     apply_.add_argument("--add-mean", action="store_true",
                         help="rescale and add B's training mean back (raw B-like vectors)")
     apply_.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
-    apply_.add_argument("--chunk-rows", type=int, default=None,
+    apply_.add_argument("--chunk-rows", type=_positive_int, default=None,
                         help="rows per chunk (default: planned from --memory-limit, at most "
                              "65536); a rerun after a kill resumes after the last whole chunk")
 
@@ -192,7 +226,7 @@ def build_parser():
     ev.add_argument("map")
     ev.add_argument("a", help="A test rows (.npy)")
     ev.add_argument("b", help="B test rows of the same texts, row-aligned (.npy)")
-    ev.add_argument("--pool", type=int, default=8192)
+    ev.add_argument("--pool", type=_positive_int, default=8192)
     ev.add_argument("--csls", action="store_true")
 
     demo = sub.add_parser("demo", help="fit and evaluate on the real sample shipped with the package")
@@ -200,18 +234,18 @@ def build_parser():
 
     gen = sub.add_parser("generate", help="write a synthetic pair with a known map as .npy shards")
     gen.add_argument("directory")
-    gen.add_argument("--rows", type=int, required=True, help="rows of side A (and B)")
-    gen.add_argument("--rows-b", type=int, default=None, help="rows of side B (default --rows)")
-    gen.add_argument("--dim", type=int, required=True)
-    gen.add_argument("--clusters", type=int, default=64)
+    gen.add_argument("--rows", type=_positive_int, required=True, help="rows of side A (and B)")
+    gen.add_argument("--rows-b", type=_positive_int, default=None, help="rows of side B (default --rows)")
+    gen.add_argument("--dim", type=_positive_int, required=True)
+    gen.add_argument("--clusters", type=_positive_int, default=64)
     gen.add_argument("--noise", type=float, default=0.05)
-    gen.add_argument("--shard-rows", type=int, default=100_000)
-    gen.add_argument("--test-rows", type=int, default=1000)
+    gen.add_argument("--shard-rows", type=_positive_int, default=100_000)
+    gen.add_argument("--test-rows", type=_count, default=1000)
     gen.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     gen.add_argument("--seed", type=int, default=0)
 
     for p in (fit, apply_, ev, demo):
-        p.add_argument("--n-threads", type=int, default=None)
+        p.add_argument("--n-threads", type=_positive_int, default=None)
     for p in (fit, apply_, ev, gen):
         p.add_argument("--json", action="store_true", help="print the result as JSON")
     for p in (fit, apply_):
