@@ -18,7 +18,7 @@ import dask  # noqa: E402
 
 import minivec2vec  # noqa: E402
 from minivec2vec import MiniVec2Vec, dask_knn, dask_procrustes, knn, procrustes  # noqa: E402
-from test_knn import assert_matches_brute_force, brute_force, integer_data  # noqa: E402
+from knn_oracle import assert_matches_brute_force, brute_force, integer_data  # noqa: E402
 
 # Light settings: these tests are about the Dask path giving the in-memory result, not quality.
 LIGHT = dict(n_runs=4, refine_iter=10, refine_sample=300, refine_neighbors=20, n_neighbors=20,

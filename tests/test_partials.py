@@ -11,7 +11,7 @@ from scipy.linalg import orthogonal_procrustes
 from minivec2vec import (ProcrustesPartial, finalize_procrustes, knn, merge_procrustes_partials,
                          merge_topk, partial_means, procrustes_partial, topk_partial)
 from minivec2vec.model import column_mean
-from test_knn import brute_force, integer_data
+from knn_oracle import brute_force, integer_data
 
 
 def _split_points(rng, n, parts):
