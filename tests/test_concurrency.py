@@ -73,6 +73,43 @@ def test_transform_from_8_threads(fitted_by_hand):
         np.testing.assert_array_equal(g, e)
 
 
+def _blas_threads():
+    from threadpoolctl import ThreadpoolController
+    return sorted({i["num_threads"] for i in ThreadpoolController().info()
+                   if i["user_api"] == "blas"})
+
+
+def test_blas_stays_single_threaded_while_any_region_runs():
+    """OpenBLAS's results depend on its process-wide thread count: a call that leaves its
+    region must not give BLAS its threads back while another thread's region still runs, and
+    the last to leave must restore the count found before."""
+    from minivec2vec._threads import parallel_region, single_threaded_blas
+    before = _blas_threads()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with parallel_region(1):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second():
+        first_in.wait(10)
+        with single_threaded_blas():
+            second_in.set()
+            first_out.wait(10)
+            seen["inside"] = _blas_threads()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["inside"] == [1]
+    assert _blas_threads() == before
+
+
 @pytest.mark.parametrize("metric", ["ip", "cosine"])
 def test_knn_from_8_threads(metric):
     rng = np.random.default_rng(1)

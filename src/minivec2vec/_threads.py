@@ -108,8 +108,9 @@ def resolve_n_threads(n_threads) -> int:
 
 @contextlib.contextmanager
 def parallel_region(n_threads: int):
-    """Numba uses ``n_threads``; BLAS is limited to one thread; both restored on exit."""
-    with _get_controller().limit(limits=1, user_api="blas"):
+    """Numba uses ``n_threads`` (per calling thread); BLAS held to one thread while any
+    region runs (see :func:`single_threaded_blas`)."""
+    with single_threaded_blas():
         with numba_threads(n_threads):
             yield
 
@@ -127,10 +128,33 @@ def numba_threads(n_threads: int):
             numba.set_num_threads(previous)
 
 
+_blas_lock = threading.Lock()
+_blas_holders = 0          # regions (from any Python thread) now holding BLAS at one thread
+_blas_restore = None       # threadpoolctl limiter that restores the caller's BLAS threads
+
+
 @contextlib.contextmanager
 def single_threaded_blas():
     """BLAS limited to one thread: our own threads (Numba prange, kNN workers) carry the
     parallelism. Small LAPACK calls (d x d SVDs) with several BLAS threads were measured 40x
-    slower on a loaded 2-core machine (3.2 s instead of 69 ms for a 384 x 384 SVD)."""
-    with _get_controller().limit(limits=1, user_api="blas"):
+    slower on a loaded 2-core machine (3.2 s instead of 69 ms for a 384 x 384 SVD).
+
+    BLAS's thread count is process-wide, and OpenBLAS's results depend on it (an sgemm of
+    75 x 2048 x 64 differs by ~1e-5 between 1 and 2 threads). A per-call limit raced between
+    Python threads: the first call to leave restored the user's count while another call was
+    still inside, whose BLAS then ran multi-threaded (and the last to leave "restored" one
+    thread for good). So the limit is shared: the first region to enter sets one thread, the
+    last to leave restores the count found then, and no region ever runs BLAS with more."""
+    global _blas_holders, _blas_restore
+    with _blas_lock:
+        if _blas_holders == 0:
+            _blas_restore = _get_controller().limit(limits=1, user_api="blas")
+        _blas_holders += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                restore, _blas_restore = _blas_restore, None
+                restore.restore_original_limits()
