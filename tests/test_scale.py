@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import minivec2vec
-from minivec2vec import MiniVec2Vec, evaluate
-from minivec2vec._memory import FIXED_OVERHEAD, MemoryPlanError
+from minivec2vec import MemoryLimitError, MiniVec2Vec, evaluate
+from minivec2vec._memory import FIXED_OVERHEAD
 from minivec2vec.cli import main
 from minivec2vec.etl import apply_map
 from minivec2vec.model import column_mean, sample_rows
@@ -171,7 +171,7 @@ def test_memory_limit_too_small_fails_before_reading(tmp_path, rng):
     big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32,
                                     shape=(300_000, 256))  # sparse file, never read
     del big
-    with pytest.raises(MemoryPlanError, match=r"fit_sample <= \d+"):
+    with pytest.raises(MemoryLimitError, match=r"fit_sample <= \d+"):
         MiniVec2Vec(memory_limit=FIXED_OVERHEAD + 100 * 10**6).fit(
             str(tmp_path / "big.npy"), str(tmp_path / "big.npy"))
     model = MiniVec2Vec(**SMALL, random_state=0).fit(X, X[::-1])

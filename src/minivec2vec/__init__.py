@@ -9,9 +9,12 @@ of the method (:mod:`minivec2vec.partials`) and their Dask drivers :func:`dask_k
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
 """
 from . import _threads  # noqa: F401  (first: selects the Numba threading layer, see there)
-from ._errors import (DimensionMismatchError, DtypeError, InputError, MapFileError,
-                      MapFileVersionError, MemoryLimitError, MiniVec2VecError, NonFiniteError,
-                      NotFittedError, OutputPathError, ShapeError, TooFewRowsError, ZeroRowError)
+from ._errors import (DimensionMismatchError, DtypeError, InputError, InputFileError,
+                      InvalidParameterError, MapFileError, MapFileVersionError, MemoryLimitError,
+                      MiniVec2VecError, MissingDependencyError, NonFiniteError, NotFittedError,
+                      OutputDirectoryNotFoundError, OutputPathError, ParameterTypeError,
+                      PartialStateError, PathNotFoundError, ShapeError, TooFewRowsError,
+                      ZeroRowError)
 from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
                          AlignmentWarning)
 from .evaluation import evaluate
@@ -32,5 +35,7 @@ __all__ = ["MiniVec2Vec", "NotFittedError", "MapFileError", "AlignmentWarning",
            # exceptions (see _errors.py for the hierarchy)
            "MiniVec2VecError", "InputError", "NonFiniteError", "ZeroRowError", "ShapeError",
            "DimensionMismatchError", "TooFewRowsError", "DtypeError", "MapFileVersionError",
-           "OutputPathError", "MemoryLimitError"]
+           "OutputPathError", "MemoryLimitError", "InputFileError", "PathNotFoundError",
+           "OutputDirectoryNotFoundError", "PartialStateError", "InvalidParameterError",
+           "ParameterTypeError", "MissingDependencyError"]
 __version__ = "0.1.0"

@@ -12,10 +12,17 @@ existed, so ``except ValueError`` / ``except TypeError`` / ``except OSError`` /
     │   ├── ShapeError                      empty input, not 2-D, no features
     │   │   └── DimensionMismatchError      feature count differs from the other side / the map
     │   └── TooFewRowsError                 fewer rows than clusters, anchors, k or the minimum
+    ├── InputFileError(ValueError)          unreadable, truncated or inconsistent input files
+    ├── PathNotFoundError(FileNotFoundError) an input file, directory or map file is missing
     ├── DtypeError(TypeError)               integer, bool, complex or object dtype
     ├── MapFileError(ValueError)            corrupt, truncated, altered or pickle-bearing map file
     │   └── MapFileVersionError             map file written by a newer format version
     ├── OutputPathError(OSError)            an output path that cannot be written
+    │   └── OutputDirectoryNotFoundError(FileNotFoundError)  its directory does not exist
+    ├── PartialStateError(ValueError)       partial states that cannot be merged or finalised
+    ├── InvalidParameterError(ValueError)   a parameter value out of its range or unknown
+    ├── ParameterTypeError(TypeError)       a parameter of the wrong type
+    ├── MissingDependencyError(ImportError) an optional extra (dask, pyarrow) is not installed
     ├── MemoryLimitError(MemoryError)       memory_limit too small for one block
     └── NotFittedError(RuntimeError)        transform/save before fit
 """
@@ -72,3 +79,32 @@ class MemoryLimitError(MiniVec2VecError, MemoryError):
 
 class NotFittedError(MiniVec2VecError, RuntimeError):
     """transform/save called before fit."""
+
+
+class InputFileError(MiniVec2VecError, ValueError):
+    """An input file cannot be read as embeddings: not .npy/Parquet, truncated (also while it
+    is read), Fortran-ordered, shards that do not match, a missing or ambiguous column."""
+
+
+class PathNotFoundError(MiniVec2VecError, FileNotFoundError):
+    """An input file or directory, or a map file, does not exist."""
+
+
+class OutputDirectoryNotFoundError(OutputPathError, FileNotFoundError):
+    """The directory an output file should be written to does not exist."""
+
+
+class PartialStateError(MiniVec2VecError, ValueError):
+    """Partial states that describe different data, hold no rows, or lack what is asked."""
+
+
+class InvalidParameterError(MiniVec2VecError, ValueError):
+    """A parameter value outside its range, an unknown name or an unknown choice."""
+
+
+class ParameterTypeError(MiniVec2VecError, TypeError):
+    """A parameter of the wrong type (e.g. a string where an integer is expected)."""
+
+
+class MissingDependencyError(MiniVec2VecError, ImportError):
+    """An optional dependency (dask, pyarrow) needed for this input is not installed."""

@@ -16,7 +16,7 @@ Split of a limit L (bytes):
   output rows); the chunk has at most :data:`MAX_BLOCK_ROWS` rows, fewer when the budget is
   small. ``transform`` into memory also keeps its whole (n, d_b) float32 result.
 
-A limit too small for the smallest block raises :class:`MemoryError` (a ``MemoryPlanError``)
+A limit too small for the smallest block raises :class:`MemoryLimitError` (a ``MemoryError``)
 naming what does not fit, before anything is read.
 """
 from __future__ import annotations
@@ -31,17 +31,13 @@ MAX_BLOCK_ROWS = 65536
 MIN_SCAN_ROWS = 8192     # the column sums run over fixed sub-blocks of this many rows
 
 
-class MemoryPlanError(MemoryLimitError):
-    """memory_limit is too small for the work asked for (raised before any work starts)."""
-
-
 def working_budget(memory_limit, what):
     """Bytes left for data once the fixed overhead is reserved; None when there is no limit."""
     limit = parse_memory(memory_limit)
     if limit is None:
         return None
     if limit <= FIXED_OVERHEAD:
-        raise MemoryPlanError(
+        raise MemoryLimitError(
             f"memory_limit={limit} bytes is too small for {what}: {FIXED_OVERHEAD} bytes are "
             "reserved for Python, numpy, scipy and the compiled kernels alone")
     return limit - FIXED_OVERHEAD
@@ -52,7 +48,7 @@ def _rows_that_fit(budget, per_row, minimum, what, fixed=0):
         return MAX_BLOCK_ROWS
     rows = (budget - fixed) // per_row if budget > fixed else 0
     if rows < minimum:
-        raise MemoryPlanError(
+        raise MemoryLimitError(
             f"memory_limit is too small for {what}: one block of {minimum} rows needs "
             f"{fixed + minimum * per_row + FIXED_OVERHEAD} bytes including the fixed overhead of "
             f"{FIXED_OVERHEAD}")
@@ -90,7 +86,7 @@ def plan_fit(memory_limit, *, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, params
     sample = 4 * (n_a * d_a + n_b * d_b) * sample_copies
     if sample >= budget:
         most = budget // (4 * (d_a + d_b) * sample_copies)
-        raise MemoryPlanError(
+        raise MemoryLimitError(
             f"memory_limit={parse_memory(memory_limit)} bytes is too small for fit_sample: the "
             f"sampled rows alone ({n_a} x {d_a} + {n_b} x {d_b} float32) need {sample} bytes "
             f"beyond the fixed overhead of {FIXED_OVERHEAD}; use fit_sample <= {most} or a "
@@ -107,7 +103,7 @@ def plan_fit(memory_limit, *, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, params
         try:
             plan_knn(n_queries, n_database, d, k, max(room, 1), True)
         except MemoryError:
-            raise MemoryPlanError(
+            raise MemoryLimitError(
                 f"memory_limit={parse_memory(memory_limit)} bytes is too small for the {stage} "
                 f"stage: its arrays need {extra} bytes besides the {sample} bytes of sampled "
                 f"rows and the fixed overhead, and its kNN more than the {max(room, 0)} left; "
@@ -132,12 +128,12 @@ def plan_fit(memory_limit, *, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, params
         rows = params["transport_rows"]
         need = transport_bytes(min(rows, n_a), min(rows, n_b), d_a, d_b)
         if need > left:
-            raise MemoryPlanError(f"memory_limit is too small for refine-transport: its plan "
+            raise MemoryLimitError(f"memory_limit is too small for refine-transport: its plan "
                                   f"needs {need} bytes besides the sampled rows; lower "
                                   "transport_rows or raise the limit")
     # refine-2 (k-means on each side): labels, squared norms and the NaN mask of one block
     kmeans_bytes = 16 * max(n_a, n_b) + MAX_BLOCK_ROWS * max(d_a, d_b)
     if kmeans_bytes > left:
-        raise MemoryPlanError(f"memory_limit is too small for refine-2: k-means needs "
+        raise MemoryLimitError(f"memory_limit is too small for refine-2: k-means needs "
                               f"{kmeans_bytes} bytes besides the sampled rows")
     return plan
