@@ -168,3 +168,199 @@ def test_cli_evaluate_passes_n_threads_to_its_knn(cli_files, capsys, monkeypatch
                  "--n-threads", "1", "--json"]) == 0
     assert seen == [1]
     assert json.loads(capsys.readouterr().out)["pool"] == 20
+
+
+# ------------------------------------------------------------------------------------ every refusal
+def _bad_inputs(tmp):
+    """(entry point, bad input) -> (call, expected MiniVec2VecError subclass, message pattern)."""
+    import minivec2vec as m
+    from minivec2vec import partials
+    from minivec2vec._memory import working_budget
+    from minivec2vec.sources import open_source, scan
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 8)).astype(np.float32)
+    nan = X.copy()
+    nan[4, 2] = np.nan
+    inf = X.copy()
+    inf[6, 1] = np.inf
+    zero = X.copy()
+    zero[3] = 0.0
+    np.save(tmp / "x.npy", X)
+    np.save(tmp / "nan.npy", nan)
+    np.save(tmp / "int.npy", np.zeros((4, 8), dtype=np.int32))
+    np.save(tmp / "cube.npy", np.zeros((2, 2, 2), dtype=np.float32))
+    np.save(tmp / "wide.npy", np.zeros((4, 5), dtype=np.float32))
+    (tmp / "junk.npy").write_bytes(b"not an array")
+    (tmp / "empty").mkdir()
+    full = (tmp / "x.npy").read_bytes()
+    (tmp / "cut.npy").write_bytes(full[:len(full) - 64])
+    (tmp / "bad.map").write_bytes(b"PK\x03\x04 truncated")
+    model = small_model()
+    model.save(tmp / "m.map")
+    p = partials.procrustes_partial(X, X)
+    one_sided = partials.procrustes_partial(X)
+    cases = {
+        "knn NaN": (lambda: m.knn(nan, X, 2), m.NonFiniteError, "queries: row 4"),
+        "knn Inf": (lambda: m.knn(X, inf, 2), m.NonFiniteError, "database: row 6"),
+        "knn 1-D": (lambda: m.knn(X[0], X, 2), m.ShapeError, "2-D"),
+        "knn dtype": (lambda: m.knn(X.astype(np.int64), X, 2), m.DtypeError, "int64"),
+        "knn dims": (lambda: m.knn(X, X[:, :5], 2), m.DimensionMismatchError, "5 features"),
+        "knn k too large": (lambda: m.knn(X, X, 31), m.TooFewRowsError, "larger than"),
+        "knn metric": (lambda: m.knn(X, X, 2, metric="l3"), m.InvalidParameterError, "metric"),
+        "knn n_threads": (lambda: m.knn(X, X, 2, n_threads=-3), m.InvalidParameterError,
+                          "n_threads"),
+        "knn n_threads type": (lambda: m.knn(X, X, 2, n_threads="2"), m.ParameterTypeError,
+                               "n_threads"),
+        "knn memory_limit": (lambda: m.knn(X, X, 2, memory_limit="lots"),
+                             m.InvalidParameterError, "memory_limit"),
+        "kmeans too few rows": (lambda: m.kmeans(X, 40), m.TooFewRowsError, "n_clusters=40"),
+        "kmeans NaN": (lambda: m.kmeans(nan, 3), m.NonFiniteError, "row 4"),
+        "fit NaN": (lambda: MiniVec2Vec(**LIGHT).fit(nan, X), m.NonFiniteError, "X_a: row 4"),
+        "fit zero row": (lambda: MiniVec2Vec(**LIGHT).fit(X, zero), m.ZeroRowError,
+                         "X_b: row 3 is all zeros"),
+        "fit too few rows": (lambda: MiniVec2Vec(**LIGHT).fit(X, X), m.TooFewRowsError,
+                             "too few"),
+        "fit 3-D": (lambda: MiniVec2Vec(**LIGHT).fit(np.zeros((2, 2, 2)), X), m.ShapeError,
+                    "3-D"),
+        "fit bad alpha": (lambda: MiniVec2Vec(alpha=2.0).fit(X, X), m.InvalidParameterError,
+                          "alpha"),
+        "fit bad count": (lambda: MiniVec2Vec(n_runs=0).fit(X, X), m.InvalidParameterError,
+                          "n_runs"),
+        "fit bad random_state": (lambda: MiniVec2Vec(random_state="x").fit(X, X),
+                                 m.ParameterTypeError, "random_state"),
+        "fit known_pairs": (lambda: MiniVec2Vec(**LIGHT).fit(X, X, known_pairs=X),
+                            m.ParameterTypeError, "known_pairs"),
+        "set_params": (lambda: MiniVec2Vec().set_params(speed=3), m.InvalidParameterError,
+                       "unknown parameter"),
+        "transform not fitted": (lambda: MiniVec2Vec().transform(X), m.NotFittedError,
+                                 "not fitted"),
+        "transform dims": (lambda: model.transform(X[:, :5]), m.DimensionMismatchError,
+                           "5 features"),
+        "transform NaN": (lambda: model.transform(nan), m.NonFiniteError, "row 4"),
+        "load corrupt map": (lambda: MiniVec2Vec.load(tmp / "bad.map"), m.MapFileError,
+                             "not a minivec2vec map file"),
+        "load missing map": (lambda: MiniVec2Vec.load(tmp / "none.map"), m.PathNotFoundError,
+                             "does not exist"),
+        "save unwritable": (lambda: model.save(tmp / "no" / "m.map"),
+                            m.OutputDirectoryNotFoundError, "does not exist"),
+        "file missing": (lambda: open_source(str(tmp / "none.npy")), m.PathNotFoundError,
+                         "no such file"),
+        "file dtype": (lambda: open_source(str(tmp / "int.npy")), m.DtypeError, "int32"),
+        "file 3-D": (lambda: open_source(str(tmp / "cube.npy")), m.ShapeError, "3-D"),
+        "file not .npy": (lambda: open_source(str(tmp / "junk.npy")), m.InputFileError,
+                          "not a readable .npy"),
+        "file truncated": (lambda: open_source(str(tmp / "cut.npy")), m.InputFileError,
+                           "truncated"),
+        "shards mismatch": (lambda: open_source([str(tmp / "x.npy"), str(tmp / "wide.npy")]),
+                            m.DimensionMismatchError, "5"),
+        "empty directory": (lambda: open_source(tmp / "empty"), m.InputFileError,
+                            "holds no .npy or .parquet"),
+        "file NaN": (lambda: scan(open_source(str(tmp / "nan.npy")), 8192), m.NonFiniteError,
+                     "row 4"),
+        "apply missing directory": (
+            lambda: apply_map(model, X, tmp / "no" / "o.npy", progress=False),
+            m.OutputDirectoryNotFoundError, "does not exist"),
+        "apply chunk_rows": (lambda: apply_map(model, X, tmp / "o.npy", chunk_rows=0,
+                                               progress=False),
+                             m.InvalidParameterError, "chunk_rows"),
+        "apply chunk does not fit": (
+            lambda: apply_map(model, X, tmp / "o.npy", chunk_rows=10**9, memory_limit="400MB",
+                              progress=False),
+            m.MemoryLimitError, "does not fit"),
+        "apply corrupt map": (lambda: apply_map(str(tmp / "bad.map"), X, tmp / "o.npy",
+                                                progress=False),
+                              m.MapFileError, "not a minivec2vec map file"),
+        "memory plan": (lambda: working_budget(10**6, "fit"), m.MemoryLimitError,
+                        "too small"),
+        "procrustes 1-D": (lambda: m.procrustes(np.ones(3)), m.ShapeError, "2-D"),
+        "procrustes NaN": (lambda: m.procrustes(np.full((3, 3), np.nan)), m.NonFiniteError,
+                           "NaN"),
+        "partial unpaired rows": (lambda: partials.procrustes_partial(X, X[:10]), m.ShapeError,
+                                  "paired"),
+        "partial 1-D": (lambda: partials.procrustes_partial(X[0]), m.ShapeError, "2-D"),
+        "partials merge mismatch": (lambda: partials.merge_procrustes_partials(p, one_sided),
+                                    m.PartialStateError, "different data"),
+        "partial not a partial": (lambda: partials.merge_procrustes_partials(p, None),
+                                  m.PartialStateError, "ProcrustesPartial"),
+        "partial no rows": (lambda: partials.partial_means(
+            partials.ProcrustesPartial(sum_x=np.zeros(8), count=0)),
+            m.PartialStateError, "no rows"),
+        "partial unpaired finalize": (lambda: partials.finalize_procrustes(one_sided),
+                                      m.PartialStateError, "no cross-covariance"),
+        "topk_partial k": (lambda: partials.topk_partial(X, X, 0), m.InvalidParameterError,
+                           "k must be >= 1"),
+        "evaluate unpaired": (lambda: m.evaluate(X, X[:10]), m.ShapeError, "paired"),
+        "evaluate pool": (lambda: m.evaluate(X, X, pool=0), m.InvalidParameterError, "pool"),
+    }
+    return cases
+
+
+def test_every_refusal_is_a_minivec2vec_error_naming_the_problem(tmp_path):
+    failures = []
+    for name, (call, expected, pattern) in _bad_inputs(tmp_path).items():
+        assert issubclass(expected, MiniVec2VecError), name
+        try:
+            call()
+        except MiniVec2VecError as exc:
+            if not isinstance(exc, expected) or pattern not in str(exc):
+                failures.append(f"{name}: {type(exc).__name__}: {exc}")
+        except Exception as exc:       # a bare built-in: the contract is broken
+            failures.append(f"{name}: bare {type(exc).__name__}: {exc}")
+        else:
+            failures.append(f"{name}: nothing was raised")
+    assert not failures, "\n".join(failures)
+
+
+def test_dask_refusals_are_minivec2vec_errors():
+    da = pytest.importorskip("dask.array")
+    from minivec2vec import (DtypeError, InvalidParameterError, ShapeError, TooFewRowsError,
+                             dask_knn, dask_procrustes)
+    X = da.from_array(np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32),
+                      chunks=(10, 8))
+    with pytest.raises(TooFewRowsError, match="larger than the database"):
+        dask_knn(X, X, 41)
+    with pytest.raises(InvalidParameterError, match="metric"):
+        dask_knn(X, X, 2, metric="l3")
+    with pytest.raises(ShapeError, match="paired"):
+        dask_procrustes(X, X[:20])
+    with pytest.raises(DtypeError, match="int"):
+        dask_knn(X.astype(np.int32), X, 2)
+    unknown = X[X[:, 0] > 0]
+    with pytest.raises(ShapeError, match="unknown chunk sizes"):
+        dask_knn(unknown, X, 2)
+    bad = np.array(X.compute())
+    bad[13, 2] = np.nan
+    with pytest.raises(NonFiniteError, match="X: row 13"):
+        dask_procrustes(da.from_array(bad, chunks=(10, 8)), X)
+
+
+def test_parquet_refusals_are_minivec2vec_errors(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    from minivec2vec import DtypeError, InputFileError
+    from minivec2vec.sources import open_source, scan
+    pq.write_table(pa.table({"v": pa.array([[1.0, 2.0], [3.0]])}), tmp_path / "var.parquet")
+    with pytest.raises(InputFileError, match="0 fixed-size list"):
+        open_source(str(tmp_path / "var.parquet"))
+    with pytest.raises(DtypeError, match="fixed-size list"):
+        open_source(str(tmp_path / "var.parquet"), column="v")
+    with pytest.raises(InputFileError, match="no column 'w'"):
+        open_source(str(tmp_path / "var.parquet"), column="w")
+    nulls = pa.array([[1.0, 2.0], None, [3.0, 4.0]], type=pa.list_(pa.float32(), 2))
+    pq.write_table(pa.table({"e": nulls}), tmp_path / "null.parquet")
+    with pytest.raises(NonFiniteError, match="row 1 of column 'e' is null"):
+        scan(open_source(str(tmp_path / "null.parquet")), 8192)
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputFileError, match="not a readable Parquet"):
+        open_source(str(tmp_path / "junk.parquet"))
+
+
+def test_cli_refusals_are_one_line(cli_files, capsys):
+    t = cli_files
+    assert main(["apply", str(t / "none.map"), str(t / "x.npy"), "-o", str(t / "o.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("minivec2vec: error: map file")
+    assert main(["evaluate", str(t / "m.map"), str(t / "x.npy"), str(t / "none.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err

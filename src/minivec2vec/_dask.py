@@ -19,7 +19,8 @@ import functools
 
 import numpy as np
 
-from ._errors import NonFiniteError, ZeroRowError
+from ._errors import (DtypeError, InvalidParameterError, MissingDependencyError, NonFiniteError,
+                      ShapeError, TooFewRowsError, ZeroRowError)
 from ._validation import check_embeddings, check_layout, check_positive_int
 from .knn import _METRICS, merge_topk
 from .model import column_mean, is_dask_array, map_rows, sample_indices
@@ -35,8 +36,8 @@ def _import_dask():
         import dask
         import dask.array as da
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("minivec2vec: dask inputs need Dask; install the optional extra "
-                          "with  pip install 'minivec2vec[dask]'") from exc
+        raise MissingDependencyError("minivec2vec: dask inputs need Dask; install the optional "
+                                     "extra with  pip install 'minivec2vec[dask]'") from exc
     return dask, da
 
 
@@ -47,9 +48,9 @@ def check_dask_embeddings(X, name, *, min_rows=1, n_features=None):
     data is read (fit: from the sums; transform: per block, naming the row)."""
     _, da = _import_dask()
     if not isinstance(X, da.Array):
-        raise TypeError(f"{name}: expected a dask array, got {type(X).__name__}")
+        raise DtypeError(f"{name}: expected a dask array, got {type(X).__name__}")
     if X.ndim == 2 and any(np.isnan(c) for c in X.chunks[0]):
-        raise ValueError(f"{name}: the dask array has unknown chunk sizes; call "
+        raise ShapeError(f"{name}: the dask array has unknown chunk sizes; call "
                          f"{name}.compute_chunk_sizes() first")
     check_layout(X.dtype, X.shape, name, min_rows=min_rows, n_features=n_features)
     if X.numblocks[1] != 1:
@@ -98,14 +99,14 @@ def dask_procrustes(X, Y, centre=True):
     X = check_dask_embeddings(da.asarray(X), "X")
     Y = check_dask_embeddings(da.asarray(Y), "Y")
     if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"Y: has {Y.shape[0]} rows, X has {X.shape[0]}: the rows must be paired")
+        raise ShapeError(f"Y: has {Y.shape[0]} rows, X has {X.shape[0]}: the rows must be paired")
     partial = summed_partial(X, Y).compute()[0]
     if not (np.all(np.isfinite(partial.cross_covariance)) and np.all(np.isfinite(partial.sum_x))
             and np.all(np.isfinite(partial.sum_y))):
         for Z, name in ((X, "X"), (Y, "Y")):
             row = _first_non_finite_row(Z)
             if not np.isfinite(Z[row].compute()).all():
-                raise ValueError(f"{name}: row {row} contains NaN or Inf")
+                raise NonFiniteError(f"{name}: row {row} contains NaN or Inf")
     return finalize_procrustes(partial, centre=centre)
 
 
@@ -215,13 +216,13 @@ def dask_knn(queries, database, k, metric="ip", n_threads=1):
     """
     _, da = _import_dask()
     if metric not in _METRICS:
-        raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
+        raise InvalidParameterError(f"metric: expected one of {_METRICS}, got {metric!r}")
     queries = check_dask_embeddings(da.asarray(queries), "queries")
     database = check_dask_embeddings(da.asarray(database), "database",
                                      n_features=queries.shape[1])
     k = check_positive_int(k, "k")
     if k > database.shape[0]:
-        raise ValueError(f"k={k} is larger than the database ({database.shape[0]} rows)")
+        raise TooFewRowsError(f"k={k} is larger than the database ({database.shape[0]} rows)")
     meta = np.empty((0, 0), dtype=TOPK_DTYPE)
     row_ids = da.arange(database.shape[0], chunks=(database.chunks[0],))
     parts = da.blockwise(_topk_block, "ij", queries, "ia", database, "ja", row_ids, "j",

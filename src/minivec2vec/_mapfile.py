@@ -15,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-from ._errors import MapFileError, MapFileVersionError
+from ._errors import MapFileError, MapFileVersionError, PathNotFoundError
 from ._validation import check_output_path
 
 FORMAT_NAME = "minivec2vec-map"
@@ -53,7 +53,7 @@ def read_map(path):
     """Return (params, arrays, extra) from a map file, verifying format, version and checksums."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"map file {path!r} does not exist")
+        raise PathNotFoundError(f"map file {path!r} does not exist")
     try:
         zf = zipfile.ZipFile(path, "r")
     except (zipfile.BadZipFile, OSError) as exc:

@@ -13,6 +13,8 @@ import threading
 import numba
 from threadpoolctl import ThreadpoolController
 
+from ._errors import InvalidParameterError, ParameterTypeError
+
 # ---- The Numba threading layer: chosen here, once. --------------------------------------------
 # The package imports this module before any kernel module, so this runs before any parallel
 # kernel is compiled or launched. Our parallel kernels are launched from several Python threads
@@ -100,9 +102,9 @@ def resolve_n_threads(n_threads) -> int:
         return max(1, min(available, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                           else os.cpu_count() or 1))
     if isinstance(n_threads, bool) or not isinstance(n_threads, int):
-        raise TypeError(f"n_threads: expected an int or None, got {n_threads!r}")
+        raise ParameterTypeError(f"n_threads: expected an int or None, got {n_threads!r}")
     if n_threads < 1:
-        raise ValueError(f"n_threads: must be >= 1, got {n_threads}")
+        raise InvalidParameterError(f"n_threads: must be >= 1, got {n_threads}")
     return min(n_threads, available)
 
 

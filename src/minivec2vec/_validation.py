@@ -8,7 +8,8 @@ import tempfile
 
 import numpy as np
 
-from ._errors import (DimensionMismatchError, DtypeError, NonFiniteError, OutputPathError,
+from ._errors import (DimensionMismatchError, DtypeError, InvalidParameterError, NonFiniteError,
+                      OutputDirectoryNotFoundError, OutputPathError, ParameterTypeError,
                       ShapeError, TooFewRowsError, ZeroRowError)
 
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
@@ -90,11 +91,11 @@ def check_known_pairs(known_pairs, d_a: int, d_b: int, min_pairs: int):
     if known_pairs is None:
         return None
     if not isinstance(known_pairs, (tuple, list)):
-        raise TypeError("known_pairs: expected a pair (pairs_a, pairs_b) of 2-D arrays, got "
-                        f"{type(known_pairs).__name__}")
+        raise ParameterTypeError("known_pairs: expected a pair (pairs_a, pairs_b) of 2-D arrays, "
+                                 f"got {type(known_pairs).__name__}")
     if len(known_pairs) != 2:
-        raise TypeError("known_pairs: expected a pair (pairs_a, pairs_b) of 2-D arrays, got a "
-                        f"{type(known_pairs).__name__} of length {len(known_pairs)}")
+        raise ParameterTypeError("known_pairs: expected a pair (pairs_a, pairs_b) of 2-D arrays, "
+                                 f"got a {type(known_pairs).__name__} of length {len(known_pairs)}")
     pairs_a = check_embeddings(known_pairs[0], "known_pairs[0]", n_features=d_a,
                                reject_zero_rows=True)
     pairs_b = check_embeddings(known_pairs[1], "known_pairs[1]", n_features=d_b,
@@ -117,7 +118,8 @@ def check_output_path(path, what: str = "output") -> str:
     if os.path.isdir(path):
         raise OutputPathError(f"{what}: {path!r} is a directory, not a file")
     if not os.path.isdir(directory):
-        raise OutputPathError(f"{what}: cannot write {path!r}: directory {directory!r} does not "
+        raise OutputDirectoryNotFoundError(f"{what}: cannot write {path!r}: directory "
+                                           f"{directory!r} does not "
                               "exist")
     try:
         fd, probe = tempfile.mkstemp(prefix=".minivec2vec-probe-", dir=directory)
@@ -145,13 +147,13 @@ def parse_memory(limit) -> int | None:
     elif isinstance(limit, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", limit)
         if not m or m.group(2).upper() not in _UNITS:
-            raise ValueError(f"memory_limit: cannot parse {limit!r}; use bytes or e.g. '2GB', '512MiB'")
+            raise InvalidParameterError(f"memory_limit: cannot parse {limit!r}; use bytes or e.g. '2GB', '512MiB'")
         value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
     else:
-        raise TypeError(f"memory_limit: expected bytes (int) or a string like '2GB', got "
-                        f"{type(limit).__name__}")
+        raise ParameterTypeError(f"memory_limit: expected bytes (int) or a string like '2GB', "
+                                 f"got {type(limit).__name__}")
     if value <= 0:
-        raise ValueError(f"memory_limit: must be positive, got {limit!r}")
+        raise InvalidParameterError(f"memory_limit: must be positive, got {limit!r}")
     return value
 
 
@@ -161,13 +163,13 @@ def check_random_state(random_state) -> np.random.Generator:
         return random_state
     if random_state is None or isinstance(random_state, numbers.Integral):
         return np.random.default_rng(random_state)
-    raise TypeError(f"random_state: expected None, an int or a numpy Generator, got "
-                    f"{type(random_state).__name__}")
+    raise ParameterTypeError(f"random_state: expected None, an int or a numpy Generator, "
+                             f"got {type(random_state).__name__}")
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an integer, got {value!r}")
+        raise ParameterTypeError(f"{name}: expected an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+        raise InvalidParameterError(f"{name}: must be >= {minimum}, got {value}")
     return int(value)

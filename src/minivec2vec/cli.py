@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from ._errors import InputFileError, MiniVec2VecError, PathNotFoundError
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the CLI's own error format: one line on stderr, exit status 2."""
@@ -48,11 +50,11 @@ def _tunable_defaults():
 
 def _load_npy(path, what):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{what}: no such file {path!r}")
+        raise PathNotFoundError(f"{what}: no such file {path!r}")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
-        raise ValueError(f"{what}: {path!r} is not a readable .npy array ({exc})") from None
+        raise InputFileError(f"{what}: {path!r} is not a readable .npy array ({exc})") from None
 
 
 def _model_params(args):
@@ -264,7 +266,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("minivec2vec: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, MemoryError, RuntimeError, ImportError) as exc:
+    except (MiniVec2VecError, ValueError, TypeError, OSError, MemoryError, RuntimeError,
+            ImportError) as exc:
         print(f"minivec2vec: error: {exc}", file=sys.stderr)
         return 2
     return 0

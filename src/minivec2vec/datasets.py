@@ -10,6 +10,7 @@ from importlib import resources
 
 import numpy as np
 
+from ._errors import InvalidParameterError
 from .protocol import Split, random_rotation, split
 
 SAMPLE_MODELS = ("minilm", "wordllama")
@@ -23,7 +24,7 @@ def _data_path(name):
 def load_sample(model):
     """The (5000, d) float16 embeddings of the sample by ``model`` ('minilm' or 'wordllama')."""
     if model not in SAMPLE_MODELS:
-        raise ValueError(f"model: expected one of {SAMPLE_MODELS}, got {model!r}")
+        raise InvalidParameterError(f"model: expected one of {SAMPLE_MODELS}, got {model!r}")
     with _data_path(f"{model}.npy").open("rb") as fh:
         return np.load(fh, allow_pickle=False)
 

@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from ._errors import NonFiniteError, ZeroRowError
+from ._errors import InvalidParameterError, MemoryLimitError, NonFiniteError, ZeroRowError
+from ._validation import check_output_path
 from ._memory import chunk_rows as plan_chunk_rows, working_budget
 from .sources import open_source
 
@@ -83,17 +84,15 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     source = open_source(X, "input", column=column)
     model._check_input_features(source)
     output = os.fspath(output)
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"output: directory {directory!r} does not exist")
+    check_output_path(output, "output")
     d_out = model.n_features_b_
     planned = plan_chunk_rows(working_budget(memory_limit, "apply"), source.n_features,
                               source.dtype.itemsize, d_out, 0, "apply")
     if chunk_rows is not None:
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-            raise ValueError(f"chunk_rows: expected a positive integer, got {chunk_rows!r}")
+            raise InvalidParameterError(f"chunk_rows: expected a positive integer, got {chunk_rows!r}")
         if chunk_rows > planned and memory_limit is not None:
-            raise MemoryError(f"chunk_rows={chunk_rows} does not fit memory_limit={memory_limit}"
+            raise MemoryLimitError(f"chunk_rows={chunk_rows} does not fit memory_limit={memory_limit}"
                               f" (at most {planned} rows per chunk)")
         planned = chunk_rows
     map_digest = file_sha256(map_path) if map_path else hashlib.sha256(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._errors import ShapeError
 from ._validation import check_embeddings, check_positive_int
 from .knn import _knn, normalise_rows
 
@@ -32,7 +33,7 @@ def evaluate(mapped, targets, pool=8192, csls=False, csls_k=10, n_threads=None):
     mapped = check_embeddings(mapped, "mapped")
     targets = check_embeddings(targets, "targets", n_features=mapped.shape[1])
     if targets.shape[0] != mapped.shape[0]:
-        raise ValueError(f"mapped has {mapped.shape[0]} rows but targets has {targets.shape[0]}: "
+        raise ShapeError(f"mapped has {mapped.shape[0]} rows but targets has {targets.shape[0]}: "
                          "rows must be paired")
     n = mapped.shape[0] if pool is None else min(check_positive_int(pool, "pool"), mapped.shape[0])
     Q = normalise_rows(np.array(mapped[:n], dtype=np.float32))

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import _core
-from ._errors import MemoryLimitError, TooFewRowsError
+from ._errors import InvalidParameterError, MemoryLimitError, TooFewRowsError
 from ._threads import max_worker_threads, parallel_region, resolve_n_threads
 from ._validation import (as_float32_block, check_embeddings, check_positive_int,
                           parse_memory)
@@ -86,12 +86,12 @@ def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, en
     indices : ndarray of shape (n_queries, k), int64; ties go to the lower index
     """
     if metric not in _METRICS:
-        raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
+        raise InvalidParameterError(f"metric: expected one of {_METRICS}, got {metric!r}")
     if engine is not None and engine not in _ENGINES:
-        raise ValueError(f"engine: expected one of {_ENGINES}, got {engine!r}")
+        raise InvalidParameterError(f"engine: expected one of {_ENGINES}, got {engine!r}")
     if engine == "int8" and not _core.has_vnni():
-        raise ValueError("engine='int8' needs a CPU with AVX-512 VNNI; this one has none "
-                         "(use engine='blas' or the default)")
+        raise InvalidParameterError("engine='int8' needs a CPU with AVX-512 VNNI; this one has "
+                                    "none (use engine='blas' or the default)")
     queries = check_embeddings(queries, "queries")
     database = check_embeddings(database, "database", n_features=queries.shape[1])
     k = check_positive_int(k, "k")

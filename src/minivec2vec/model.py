@@ -9,7 +9,8 @@ import warnings
 import numpy as np
 
 from . import _mapfile
-from ._errors import DimensionMismatchError, MapFileError, NotFittedError, ZeroRowError
+from ._errors import (DimensionMismatchError, InvalidParameterError, MapFileError, NotFittedError,
+                      ZeroRowError)
 from ._memory import chunk_rows, plan_fit, working_budget
 from ._sizing import check_enough_rows, stage_settings
 from ._threads import resolve_n_threads, single_threaded_blas
@@ -204,7 +205,7 @@ class MiniVec2Vec:
     def set_params(self, **params):
         for name, value in params.items():
             if name not in self._PARAM_NAMES:
-                raise ValueError(f"unknown parameter {name!r}")
+                raise InvalidParameterError(f"unknown parameter {name!r}")
             setattr(self, name, value)
         return self
 
@@ -223,16 +224,16 @@ class MiniVec2Vec:
                      "extra_restarts"):
             check_positive_int(getattr(self, name), name, minimum=0)
         if self.mutual_final_sample < self.mutual_sample:
-            raise ValueError(f"mutual_final_sample: must be at least mutual_sample="
+            raise InvalidParameterError(f"mutual_final_sample: must be at least mutual_sample="
                              f"{self.mutual_sample}, got {self.mutual_final_sample}")
         if not (isinstance(self.alpha, (int, float)) and 0.0 < self.alpha <= 1.0):
-            raise ValueError(f"alpha: must be in (0, 1], got {self.alpha!r}")
+            raise InvalidParameterError(f"alpha: must be in (0, 1], got {self.alpha!r}")
         weight = self.known_pairs_weight
         if (not isinstance(weight, (int, float)) or isinstance(weight, bool)
                 or not np.isfinite(weight) or weight < 0):
-            raise ValueError(f"known_pairs_weight: must be a finite number >= 0, got {weight!r}")
+            raise InvalidParameterError(f"known_pairs_weight: must be a finite number >= 0, got {weight!r}")
         if self.n_clusters < 3:
-            raise ValueError(f"n_clusters: anchor matching needs at least 3 clusters, got {self.n_clusters}")
+            raise InvalidParameterError(f"n_clusters: anchor matching needs at least 3 clusters, got {self.n_clusters}")
 
     # ------------------------------------------------------------------ fit
     def fit(self, X_a, X_b, known_pairs=None):

@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+from ._errors import InvalidParameterError, PartialStateError, ShapeError
 from .knn import knn, merge_topk  # noqa: F401  (merge_topk is the merge of partial (b))
 from .procrustes import procrustes
 from .sources import SUM_ROWS
@@ -56,7 +57,7 @@ def procrustes_partial(X, Y=None) -> ProcrustesPartial:
         return ProcrustesPartial(sum_x=sum_x, count=int(X.shape[0]))
     Y = _as_matrix(Y, "Y")
     if Y.shape[0] != X.shape[0]:
-        raise ValueError(f"Y: has {Y.shape[0]} rows, X has {X.shape[0]}: the rows must be paired")
+        raise ShapeError(f"Y: has {Y.shape[0]} rows, X has {X.shape[0]}: the rows must be paired")
     sum_y = np.zeros(Y.shape[1], dtype=np.float64)
     cross = np.zeros((X.shape[1], Y.shape[1]), dtype=np.float64)
     for start in range(0, X.shape[0], _CROSS_BLOCK_ROWS):
@@ -70,15 +71,17 @@ def procrustes_partial(X, Y=None) -> ProcrustesPartial:
 
 def merge_procrustes_partials(first: ProcrustesPartial, second: ProcrustesPartial) -> ProcrustesPartial:
     """The partial of the union of two disjoint sets of rows: every sum added."""
+    _check_partial(first, "merge_procrustes_partials")
+    _check_partial(second, "merge_procrustes_partials")
     if first.sum_x.shape != second.sum_x.shape or first.paired != second.paired:
-        raise ValueError("merge_procrustes_partials: the partials describe different data "
+        raise PartialStateError("merge_procrustes_partials: the partials describe different data "
                          f"(source dims {first.sum_x.shape[0]} and {second.sum_x.shape[0]}, "
                          f"paired {first.paired} and {second.paired})")
     if not first.paired:
         return ProcrustesPartial(sum_x=first.sum_x + second.sum_x,
                                  count=first.count + second.count)
     if first.sum_y.shape != second.sum_y.shape:
-        raise ValueError("merge_procrustes_partials: the partials have different target dims "
+        raise PartialStateError("merge_procrustes_partials: the partials have different target dims "
                          f"({first.sum_y.shape[0]} and {second.sum_y.shape[0]})")
     return ProcrustesPartial(sum_x=first.sum_x + second.sum_x, count=first.count + second.count,
                              sum_y=first.sum_y + second.sum_y,
@@ -87,8 +90,9 @@ def merge_procrustes_partials(first: ProcrustesPartial, second: ProcrustesPartia
 
 def partial_means(partial: ProcrustesPartial):
     """(mean of the source rows, mean of the target rows or None), float64."""
+    _check_partial(partial, "partial_means")
     if partial.count == 0:
-        raise ValueError("partial_means: the partial holds no rows")
+        raise PartialStateError("partial_means: the partial holds no rows")
     mean_y = None if partial.sum_y is None else partial.sum_y / partial.count
     return partial.sum_x / partial.count, mean_y
 
@@ -96,8 +100,9 @@ def partial_means(partial: ProcrustesPartial):
 def finalize_procrustes(partial: ProcrustesPartial, centre: bool = True) -> np.ndarray:
     """The (semi-)orthogonal W (d_a x d_b) maximising trace(W^T M), M the cross-covariance of
     the paired rows (centred with their means when ``centre``: M = X^T Y - n mean_x mean_y^T)."""
+    _check_partial(partial, "finalize_procrustes")
     if not partial.paired:
-        raise ValueError("finalize_procrustes: the partial has no cross-covariance (it was "
+        raise PartialStateError("finalize_procrustes: the partial has no cross-covariance (it was "
                          "computed without target rows Y)")
     M = partial.cross_covariance
     if centre:
@@ -118,8 +123,8 @@ def topk_partial(queries, database_block, k, offset=0, metric="ip", n_threads=No
     n_block = np.shape(database_block)[0]
     k_block = min(int(k), n_block)
     if k_block < 1:
-        raise ValueError(f"topk_partial: k must be >= 1 and the block non-empty (k={k}, "
-                         f"{n_block} rows)")
+        raise (ShapeError if n_block < 1 else InvalidParameterError)(
+            f"topk_partial: k must be >= 1 and the block non-empty (k={k}, {n_block} rows)")
     scores, indices = knn(queries, database_block, k_block, metric=metric, n_threads=n_threads)
     indices += int(offset)
     if k_block < k:
@@ -129,8 +134,27 @@ def topk_partial(queries, database_block, k, offset=0, metric="ip", n_threads=No
     return scores, indices
 
 
+def _check_partial(partial, what):
+    """PartialStateError unless ``partial`` is a ProcrustesPartial whose sums fit together."""
+    if not isinstance(partial, ProcrustesPartial):
+        raise PartialStateError(f"{what}: expected a ProcrustesPartial, got "
+                                f"{type(partial).__name__}")
+    sum_x = np.asarray(partial.sum_x)
+    ok = (sum_x.ndim == 1 and isinstance(partial.count, (int, np.integer)) and partial.count >= 0
+          and (partial.sum_y is None) == (partial.cross_covariance is None))
+    if ok and partial.paired:
+        ok = (np.ndim(partial.sum_y) == 1 and np.shape(partial.cross_covariance)
+              == (sum_x.shape[0], np.shape(partial.sum_y)[0]))
+    if not ok:
+        raise PartialStateError(f"{what}: the partial is inconsistent (sum_x {sum_x.shape}, "
+                                f"count {partial.count!r}, sum_y "
+                                f"{None if partial.sum_y is None else np.shape(partial.sum_y)}, "
+                                "cross_covariance "
+                                f"{None if partial.cross_covariance is None else np.shape(partial.cross_covariance)})")
+
+
 def _as_matrix(X, name):
     if not hasattr(X, "shape") or len(X.shape) != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_rows, n_features), got "
+        raise ShapeError(f"{name}: expected a 2-D array (n_rows, n_features), got "
                          f"{getattr(X, 'shape', type(X).__name__)}")
     return X

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
+from ._errors import InvalidParameterError, NonFiniteError, ShapeError
 from ._threads import (check_kernels_can_run, parallel_region, resolve_n_threads,
                        single_threaded_blas)
 
@@ -17,9 +18,9 @@ def procrustes(cross_covariance):
     """The (semi-)orthogonal W maximising trace(W^T M) for M = X^T Y."""
     M = np.asarray(cross_covariance, dtype=np.float64)
     if M.ndim != 2:
-        raise ValueError(f"cross_covariance: expected a 2-D matrix, got shape {M.shape}")
+        raise ShapeError(f"cross_covariance: expected a 2-D matrix, got shape {M.shape}")
     if not np.all(np.isfinite(M)):
-        raise ValueError("cross_covariance: contains NaN or Inf")
+        raise NonFiniteError("cross_covariance: contains NaN or Inf")
     with single_threaded_blas():  # d x d LAPACK: BLAS threads only cost here
         return _polar_factor(M)
 
@@ -59,9 +60,9 @@ def neighbour_cross_covariance(X, Y, neighbours, n_threads=None):
     Y = np.ascontiguousarray(Y, dtype=np.float32)
     neighbours = np.ascontiguousarray(neighbours, dtype=np.int64)
     if neighbours.shape[0] != X.shape[0]:
-        raise ValueError(f"neighbours: has {neighbours.shape[0]} rows, X has {X.shape[0]}")
+        raise ShapeError(f"neighbours: has {neighbours.shape[0]} rows, X has {X.shape[0]}")
     if neighbours.size and (neighbours.min() < 0 or neighbours.max() >= Y.shape[0]):
-        raise ValueError("neighbours: indices out of range of Y")
+        raise InvalidParameterError("neighbours: indices out of range of Y")
     slots = np.zeros((_kernels.N_SLOTS, X.shape[1], Y.shape[1]), dtype=np.float64)
     check_kernels_can_run()
     with parallel_region(resolve_n_threads(n_threads)):

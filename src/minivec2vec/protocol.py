@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import special_ortho_group
 
+from ._errors import ShapeError, TooFewRowsError
 from .evaluation import evaluate
 from .model import centre_normalise, column_mean
 from .procrustes import procrustes
@@ -35,9 +36,9 @@ def split(emb_a, emb_b, pool=8192, rotate_b=None):
     """Cut row-aligned embeddings per the protocol; rotate B's coordinates by ``rotate_b``."""
     n = emb_a.shape[0]
     if emb_b.shape[0] != n:
-        raise ValueError("emb_a and emb_b must be row-aligned (same number of rows)")
+        raise ShapeError("emb_a and emb_b must be row-aligned (same number of rows)")
     if n <= pool + 2:
-        raise ValueError(f"need more than pool + 2 = {pool + 2} rows, got {n}")
+        raise TooFewRowsError(f"need more than pool + 2 = {pool + 2} rows, got {n}")
     half = (n - pool) // 2
     b = emb_b if rotate_b is None else (np.asarray(emb_b, dtype=np.float32) @ rotate_b)
     return Split(train_a=emb_a[:half], train_b=b[half:2 * half], test_a=emb_a[n - pool:],

@@ -18,7 +18,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ._errors import ShapeError
+from ._errors import (DimensionMismatchError, DtypeError, InputFileError, InvalidParameterError,
+                      MissingDependencyError, NonFiniteError, PathNotFoundError, ShapeError)
 from ._validation import check_embeddings, check_rows
 
 SUM_ROWS = 8192          # column sums are accumulated in sub-blocks of this many rows, in order
@@ -50,7 +51,7 @@ class EmbeddingSource:
         if rows.size == 0:
             return out
         if rows[0] < 0 or rows[-1] >= self.n_rows or np.any(np.diff(rows) < 0):
-            raise ValueError(f"{self.name}: take() needs sorted row indices in [0, {self.n_rows})")
+            raise InvalidParameterError(f"{self.name}: take() needs sorted row indices in [0, {self.n_rows})")
         # runs of consecutive indices are read with one call each
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         for run in np.split(np.arange(rows.shape[0]), breaks):
@@ -105,19 +106,19 @@ def _npy_header(path, name):
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             offset = fh.tell()
     except ValueError as exc:
-        raise ValueError(f"{name}: {path!r} is not a readable .npy array ({exc})") from None
+        raise InputFileError(f"{name}: {path!r} is not a readable .npy array ({exc})") from None
     if dtype.newbyteorder("=") not in _FLOAT_DTYPES or not dtype.isnative:
-        raise TypeError(f"{name}: {path!r} holds dtype {dtype}; expected native float16, "
-                        "float32 or float64")
+        raise DtypeError(f"{name}: {path!r} holds dtype {dtype}; expected native float16, "
+                         "float32 or float64")
     if len(shape) != 2:
-        raise ValueError(f"{name}: {path!r} holds a {len(shape)}-D array {shape}; expected 2-D")
+        raise ShapeError(f"{name}: {path!r} holds a {len(shape)}-D array {shape}; expected 2-D")
     if fortran and shape[0] > 1 and shape[1] > 1:
-        raise ValueError(f"{name}: {path!r} is stored in Fortran order; rows cannot be streamed "
-                         "(re-save it C-ordered)")
+        raise InputFileError(f"{name}: {path!r} is stored in Fortran order; rows cannot be "
+                             "streamed (re-save it C-ordered)")
     expected = offset + shape[0] * shape[1] * dtype.itemsize
     if os.path.getsize(path) < expected:
-        raise ValueError(f"{name}: {path!r} is truncated ({os.path.getsize(path)} bytes, "
-                         f"the header promises {expected})")
+        raise InputFileError(f"{name}: {path!r} is truncated ({os.path.getsize(path)} bytes, "
+                             f"the header promises {expected})")
     return shape, dtype, offset
 
 
@@ -126,25 +127,26 @@ class NpyShardsSource(EmbeddingSource):
 
     def __init__(self, paths: Sequence[str], name="X"):
         if not paths:
-            raise ValueError(f"{name}: no .npy files given")
+            raise InputFileError(f"{name}: no .npy files given")
         self.name = name
         self.paths = [os.fspath(p) for p in paths]
         self._starts, self._offsets = [], []
         n, d, dtype = 0, None, None
         for path in self.paths:
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"{name}: no such file {path!r}")
+                raise PathNotFoundError(f"{name}: no such file {path!r}")
             shape, dt, offset = _npy_header(path, name)
             if d is None:
                 d, dtype = shape[1], dt
             elif shape[1] != d or dt != dtype:
-                raise ValueError(f"{name}: shard {path!r} is {shape} {dt}, the first shard has "
-                                 f"{d} features of {dtype}")
+                kind = DimensionMismatchError if shape[1] != d else InputFileError
+                raise kind(f"{name}: shard {path!r} is {shape} {dt}, the first shard has "
+                           f"{d} features of {dtype}")
             self._starts.append(n)
             self._offsets.append(offset)
             n += shape[0]
         if d == 0:
-            raise ValueError(f"{name}: has 0 features")
+            raise ShapeError(f"{name}: has 0 features")
         self._starts.append(n)
         self.n_rows, self.n_features, self.dtype = n, d, dtype
 
@@ -167,8 +169,8 @@ class NpyShardsSource(EmbeddingSource):
                     while got < want:
                         k = fh.readinto(view[got:])
                         if not k:
-                            raise ValueError(f"{self.name}: {self.paths[shard]!r} ended early "
-                                             "(file truncated while reading?)")
+                            raise InputFileError(f"{self.name}: {self.paths[shard]!r} ended early "
+                                                 "(file truncated while reading?)")
                         got += k
                 pos = shard_stop
             shard += 1
@@ -200,7 +202,7 @@ def _pyarrow():
         import pyarrow  # noqa: F401
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError("reading Parquet needs pyarrow: pip install 'minivec2vec[parquet]'") from None
+        raise MissingDependencyError("reading Parquet needs pyarrow: pip install 'minivec2vec[parquet]'") from None
     return pq
 
 
@@ -213,42 +215,43 @@ class ParquetSource(EmbeddingSource):
         self.name = name
         self.paths = [os.fspath(p) for p in paths]
         if not self.paths:
-            raise ValueError(f"{name}: no Parquet files given")
+            raise InputFileError(f"{name}: no Parquet files given")
         self._files, self._starts = [], []
         n, d, dtype = 0, None, None
         for path in self.paths:
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"{name}: no such file {path!r}")
+                raise PathNotFoundError(f"{name}: no such file {path!r}")
             try:
                 pf = pq.ParquetFile(path)
             except (pa.ArrowInvalid, OSError) as exc:
-                raise ValueError(f"{name}: {path!r} is not a readable Parquet file ({exc})") from None
+                raise InputFileError(f"{name}: {path!r} is not a readable Parquet file ({exc})") from None
             schema = pf.schema_arrow
             if column is None:
                 candidates = [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
                 if len(candidates) != 1:
-                    raise ValueError(f"{name}: {path!r} has {len(candidates)} fixed-size list "
-                                     f"columns {candidates}; name the embedding column")
+                    raise InputFileError(f"{name}: {path!r} has {len(candidates)} fixed-size list "
+                                         f"columns {candidates}; name the embedding column")
                 column = candidates[0]
             if column not in schema.names:
-                raise ValueError(f"{name}: {path!r} has no column {column!r} (columns: {schema.names})")
+                raise InputFileError(f"{name}: {path!r} has no column {column!r} (columns: {schema.names})")
             ftype = schema.field(column).type
             if not pa.types.is_fixed_size_list(ftype):
-                raise TypeError(f"{name}: column {column!r} of {path!r} is {ftype}; expected a "
-                                "fixed-size list of floats (e.g. fixed_size_list<float>[768])")
+                raise DtypeError(f"{name}: column {column!r} of {path!r} is {ftype}; expected a "
+                                 "fixed-size list of floats (e.g. fixed_size_list<float>[768])")
             dt = np.dtype(ftype.value_type.to_pandas_dtype())
             if dt not in _FLOAT_DTYPES:
-                raise TypeError(f"{name}: column {column!r} holds {ftype.value_type}; expected "
-                                "float16, float32 or float64")
+                raise DtypeError(f"{name}: column {column!r} holds {ftype.value_type}; expected "
+                                 "float16, float32 or float64")
             if d is None:
                 d, dtype = ftype.list_size, dt
             elif ftype.list_size != d or dt != dtype:
-                raise ValueError(f"{name}: {path!r} has {ftype}, the first file {d} x {dtype}")
+                kind = DimensionMismatchError if ftype.list_size != d else InputFileError
+                raise kind(f"{name}: {path!r} has {ftype}, the first file {d} x {dtype}")
             self._files.append(pf)
             self._starts.append(n)
             n += pf.metadata.num_rows
         if d == 0:
-            raise ValueError(f"{name}: has 0 features")
+            raise ShapeError(f"{name}: has 0 features")
         self._starts.append(n)
         self.column = column
         self.n_rows, self.n_features, self.dtype = n, d, dtype
@@ -259,7 +262,7 @@ class ParquetSource(EmbeddingSource):
             array = array.combine_chunks()
         if array.null_count:
             bad = first_row + int(np.flatnonzero(np.asarray(array.is_null()))[0])
-            raise ValueError(f"{self.name}: row {bad} of column {self.column!r} is null")
+            raise NonFiniteError(f"{self.name}: row {bad} of column {self.column!r} is null")
         values = array.flatten().to_numpy(zero_copy_only=False)
         return values.reshape(len(array), self.n_features)
 
@@ -342,9 +345,9 @@ def open_source(X, name="X", column=None) -> EmbeddingSource:
             files = sorted(glob.glob(os.path.join(path, "*.npy")))
             parquet = sorted(glob.glob(os.path.join(path, "*.parquet")))
             if files and parquet:
-                raise ValueError(f"{name}: directory {path!r} holds both .npy and .parquet files")
+                raise InputFileError(f"{name}: directory {path!r} holds both .npy and .parquet files")
             if not files and not parquet:
-                raise ValueError(f"{name}: directory {path!r} holds no .npy or .parquet files")
+                raise InputFileError(f"{name}: directory {path!r} holds no .npy or .parquet files")
             return NpyShardsSource(files, name) if files else ParquetSource(parquet, column, name)
         paths = [path]
     elif isinstance(X, (list, tuple)) and X and all(_is_path(p) for p in X):
@@ -353,11 +356,11 @@ def open_source(X, name="X", column=None) -> EmbeddingSource:
         return ArraySource(X, name)
     for p in paths:
         if not os.path.exists(p):
-            raise FileNotFoundError(f"{name}: no such file {p!r}")
+            raise PathNotFoundError(f"{name}: no such file {p!r}")
     if all(p.endswith(".parquet") or p.endswith(".pq") for p in paths):
         return ParquetSource(paths, column, name)
     if any(p.endswith(".parquet") or p.endswith(".pq") for p in paths):
-        raise ValueError(f"{name}: mixes Parquet and .npy files")
+        raise InputFileError(f"{name}: mixes Parquet and .npy files")
     return NpyShardsSource(paths, name)
 
 
@@ -405,5 +408,5 @@ def scan(source: EmbeddingSource, block_rows: int, sample=None, gather_dtype=np.
             gathered[lo:hi] = block[sample[lo:hi] - start]
         done += block.shape[0]
     if done != source.n_rows:
-        raise ValueError(f"{source.name}: read {done} rows, expected {source.n_rows}")
+        raise InputFileError(f"{source.name}: read {done} rows, expected {source.n_rows}")
     return total / source.n_rows, gathered

@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from ._errors import InvalidParameterError
+
 CHUNK_ROWS = 8192
 _SIDE_A, _SIDE_B, _TEST = 0, 1, 2
 
@@ -94,7 +96,7 @@ def generate_pair(directory, n_rows, n_features, *, n_rows_b=None, n_clusters=64
     n_test = check_positive_int(n_test, "n_test", minimum=0)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float16), np.dtype(np.float32)):
-        raise ValueError(f"dtype: expected float16 or float32, got {dtype}")
+        raise InvalidParameterError(f"dtype: expected float16 or float32, got {dtype}")
     directory = os.fspath(directory)
     paths = {"a": os.path.join(directory, "a"), "b": os.path.join(directory, "b"),
              "true_map": os.path.join(directory, "true_map.npy"),
