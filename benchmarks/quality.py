@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MODELS = ("minilm", "wordllama", "minilm-static")
+MODELS = ("minilm", "wordllama", "minilm-static", "e5")
 CROSS = [(a, b) for a in MODELS for b in MODELS if a != b]
 
 
