@@ -237,7 +237,11 @@ def test_knn_on_strided_read_only_database_stays_within_memory_limit(minilm, dty
     limit = 4_000_000                                           # 1/4 of a float32 copy of D
     (scores, indices), peak = peak_bytes(lambda: knn(Q, D, 5, metric="cosine",
                                                      memory_limit=limit))
-    np.testing.assert_array_equal(indices[:, 0], expected[1][:, 0])
+    # D holds every sample row twice (i and i + 5000): the same vector, whose two copies the
+    # BLAS engine may score a rounding apart in tiles of other shapes, so the oracle is the
+    # vector found, not which copy
+    n = minilm.shape[0]
+    np.testing.assert_array_equal(indices[:, 0] % n, expected[1][:, 0] % n)
     np.testing.assert_allclose(scores, expected[0], atol=2e-6)
     assert peak <= limit, (peak, limit)
 

@@ -18,7 +18,9 @@ Concurrent calls from several Python threads: the int8 engine's results stay bit
 to a lone call's. The BLAS engine's neighbours stay identical, but its scores are only
 guaranteed within the float32 error bound of the dot product (2 d eps |q| |x|): OpenBLAS
 0.3.31 on an AVX2 CPU was seen to sum some products in another order when calls overlap,
-even with its one-thread limit held for every call (about 1e-5 on scores near 30).
+even with its one-thread limit held for every call (about 1e-5 on scores near 30). For the
+same reason, on the BLAS engine two equal database rows may be scored a rounding apart when
+a memory limit changes the tile shapes, and either may then win their tie.
 """
 from __future__ import annotations
 
