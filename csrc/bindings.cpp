@@ -8,9 +8,11 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "knn_int8.hpp"
+#include "rows_times.hpp"
 #include "topk.hpp"
 
 namespace py = pybind11;
@@ -28,7 +30,7 @@ void check_matrix(const py::array &a, const char *name, bool writeable) {
         throw py::value_error(std::string(name) + ": expected a 2-D array, got " +
                               std::to_string(a.ndim()) + "-D");
     }
-    if (a.shape(1) > 1 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T))) {
+    if (a.size() > 0 && a.shape(1) > 1 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T))) {
         throw py::value_error(std::string(name) + ": rows must be contiguous (C order)");
     }
     if (writeable && !a.writeable()) {
@@ -202,6 +204,54 @@ void search_int8(const py::array &queries, const mv2v::int8::PackedDatabase &pac
 #endif
 }
 
+
+void rows_times(const py::array &X, const py::array &W, py::array &out, int64_t n_threads) {
+    check_matrix<float>(X, "X", false);
+    check_matrix<float>(W, "W", false);
+    check_matrix<float>(out, "out", true);
+    const int64_t n = X.shape(0), d_a = X.shape(1), d_b = W.shape(1);
+    if (W.shape(0) != d_a) {
+        throw py::value_error("rows_times: X has " + std::to_string(d_a) + " columns but W has " +
+                              std::to_string(W.shape(0)) + " rows");
+    }
+    if (out.shape(0) != n || out.shape(1) != d_b) {
+        throw py::value_error("rows_times: out must have shape (" + std::to_string(n) + ", " +
+                              std::to_string(d_b) + "), got (" + std::to_string(out.shape(0)) +
+                              ", " + std::to_string(out.shape(1)) + ")");
+    }
+    if (W.shape(0) > 1 && W.strides(0) != d_b * static_cast<int64_t>(sizeof(float))) {
+        throw py::value_error("rows_times: W must be C-contiguous");
+    }
+    for (const py::array *a : {&X, static_cast<const py::array *>(&out)}) {
+        if (a->shape(0) > 1 && (a->strides(0) < 0 ||
+                                a->strides(0) % static_cast<int64_t>(sizeof(float)) != 0)) {
+            throw py::value_error("rows_times: row stride must be a positive multiple of 4 bytes");
+        }
+    }
+    if (n_threads < 1) throw py::value_error("rows_times: n_threads must be >= 1");
+    if (n == 0 || d_b == 0) return;
+    const float *x = static_cast<const float *>(X.data());
+    const float *w = static_cast<const float *>(W.data());
+    float *o = static_cast<float *>(out.mutable_data());
+    const int64_t ldx = row_stride(X), ldo = row_stride(out);
+    py::gil_scoped_release release;
+    const std::vector<float> panels = mv2v::rows_times::pack_panels(w, d_a, d_b);
+    const bool use_fma = mv2v::rows_times::cpu_has_fma();
+    // Fixed row ranges per thread; a row's result does not depend on which range holds it.
+    constexpr int64_t kMinRowsPerThread = 256;
+    const int64_t workers = std::max<int64_t>(1, std::min(n_threads, n / kMinRowsPerThread));
+    const int64_t per = (n + workers - 1) / workers;
+    auto run = [&](int64_t t) {
+        const int64_t begin = t * per, end = std::min(n, begin + per);
+        if (begin < end)
+            mv2v::rows_times::multiply(x, ldx, panels.data(), d_a, d_b, begin, end, o, ldo, use_fma);
+    };
+    std::vector<std::thread> threads;
+    for (int64_t t = 1; t < workers; ++t) threads.emplace_back(run, t);
+    run(0);
+    for (auto &thread : threads) thread.join();
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -230,6 +280,14 @@ scores/indices: float32/int64 (n_rows, k) C-contiguous heaps, initialised to
 queries: float32 (m, d) rows contiguous; packed: Int8Database of `rows`; rows: the float32
 (n, d) database the exact scores are taken from; offset: global index of row 0;
 scores/indices: running heaps as for fold_tile. Releases the GIL.)doc");
+    m.def("rows_times", &rows_times, py::arg("X"), py::arg("W"), py::arg("out"),
+          py::arg("n_threads"),
+          R"doc(out = X @ W (float32), each element summed over k in order 0..d_a-1 with one
+rounding per step, so a row's result depends on that row only: not on the block it is in,
+its position there or the thread count (see rows_times.hpp). X: (n, d_a) rows contiguous;
+W: (d_a, d_b) C-contiguous; out: (n, d_b) rows contiguous, writeable. Releases the GIL.)doc");
+    m.def("has_fma", &mv2v::rows_times::cpu_has_fma,
+          "True when rows_times uses fused multiply-adds (AVX2 + FMA) on this CPU.");
     m.def("sort_topk", &sort_topk, py::arg("scores"), py::arg("indices"),
           "Sort running top-k heaps in place into best-first order (ties: lower index first).");
     m.def("merge_topk", &merge_topk, py::arg("scores_a"), py::arg("indices_a"), py::arg("scores_b"),

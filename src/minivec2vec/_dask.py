@@ -156,7 +156,8 @@ def read_and_sample(X_a, X_b, n_sample, rng, check_rows):
 # ------------------------------------------------------------------------------ transform
 def _transform_block(x, W32, row_ids, *, mean_a, mean_b, scale_b, add_mean):
     row_offset = int(row_ids[0]) if row_ids.size else 0
-    return map_rows(x, W32, mean_a, mean_b, scale_b, add_mean, row_offset=row_offset)
+    # one thread per task: Dask's workers run tasks side by side
+    return map_rows(x, W32, mean_a, mean_b, scale_b, add_mean, row_offset=row_offset, n_threads=1)
 
 
 def transform(model, X, add_mean=False):

@@ -5,7 +5,6 @@ Every failure prints one line ``minivec2vec: error: ...`` on stderr and exits wi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -99,19 +98,14 @@ def _cmd_fit(args):
 def _cmd_apply(args):
     from ._validation import check_output_path
     from .etl import apply_map
-    from threadpoolctl import threadpool_limits
-
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")
     model = MiniVec2Vec.load(args.map)
     t0 = time.perf_counter()
-    # the per-chunk matmul is BLAS: --n-threads bounds its threads (default: BLAS's own)
-    with (threadpool_limits(limits=args.n_threads, user_api="blas") if args.n_threads
-          else contextlib.nullcontext()):
-        sidecar = apply_map(model, args.input, args.output, map_path=args.map,
-                            add_mean=args.add_mean, memory_limit=args.memory_limit,
-                            chunk_rows=args.chunk_rows, progress=not args.quiet,
-                            column=args.column)
+    sidecar = apply_map(model, args.input, args.output, map_path=args.map,
+                        add_mean=args.add_mean, memory_limit=args.memory_limit,
+                        chunk_rows=args.chunk_rows, progress=not args.quiet,
+                        column=args.column, n_threads=args.n_threads)
     seconds = time.perf_counter() - t0
     _emit(args, {"output": args.output, "rows": sidecar["rows"], "dim": sidecar["dim"],
                  "sidecar": args.output + ".json", "seconds": round(seconds, 2),

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from ._errors import InvalidParameterError, MemoryLimitError, NonFiniteError, ZeroRowError
+from ._threads import resolve_n_threads
 from ._validation import check_output_path
 from ._memory import chunk_rows as plan_chunk_rows, working_budget
 from .sources import open_source
@@ -57,7 +58,7 @@ def _write_json_atomic(path, payload):
 
 
 def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=None,
-              chunk_rows=None, progress=True, column=None, _after_chunk=None):
+              chunk_rows=None, progress=True, column=None, n_threads=None, _after_chunk=None):
     """Map every row of X (any input :func:`~minivec2vec.sources.open_source` accepts) with
     ``model`` into the float32 ``.npy`` file ``output``, streaming chunk by chunk.
 
@@ -73,6 +74,8 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
         means finer resume points
     progress : show a tqdm progress bar on stderr
     column : Parquet embedding column (default: the only fixed-size list column)
+    n_threads : threads of the per-chunk product (default: the model's ``n_threads``); the
+        output bytes are the same whatever the thread count and chunk size
 
     Returns the sidecar dictionary (also written to ``output + ".json"``).
     """
@@ -81,6 +84,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
         map_path = os.fspath(model)
         model = MiniVec2Vec.load(map_path)
     model._check_fitted()
+    n_threads = resolve_n_threads(model.n_threads if n_threads is None else n_threads)
     source = open_source(X, "input", column=column)
     model._check_input_features(source)
     output = os.fspath(output)
@@ -120,7 +124,8 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     try:
         for n_chunks, (start, block) in enumerate(source.blocks(chunk, first=rows_done), 1):
             stop = start + block.shape[0]
-            mapped = model._transform_block(block, start, W, add_mean, out[:stop - start])
+            mapped = model._transform_block(block, start, W, add_mean, out[:stop - start],
+                                            n_threads)
             data = memoryview(mapped).cast("B")
             offset = len(header) + start * row_bytes
             written = 0

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from . import _mapfile
+from . import _core, _mapfile
 from ._errors import (DimensionMismatchError, InvalidParameterError, MapFileError, NotFittedError,
                       ZeroRowError)
 from ._memory import chunk_rows, plan_fit, working_budget
@@ -525,8 +525,10 @@ class MiniVec2Vec:
                           f"{out_bytes} bytes)")
         out = np.empty((source.n_rows, d_b), dtype=np.float32)
         W = self.W_.astype(np.float32)
+        n_threads = resolve_n_threads(self.n_threads)
         for start, block in source.blocks(rows):
-            self._transform_block(block, start, W, add_mean, out[start:start + block.shape[0]])
+            self._transform_block(block, start, W, add_mean, out[start:start + block.shape[0]],
+                                  n_threads)
         return out
 
     def _check_input_features(self, source):
@@ -534,11 +536,11 @@ class MiniVec2Vec:
             raise DimensionMismatchError(f"{source.name}: has {source.n_features} features, "
                                          f"expected {self.n_features_a_}")
 
-    def _transform_block(self, block, row_offset, W, add_mean, out):
+    def _transform_block(self, block, row_offset, W, add_mean, out, n_threads=1):
         """Map one block of rows (``row_offset`` = its first row, for error messages) into
         ``out``. The same code maps every chunk, in memory, streamed to a file or on Dask."""
         return map_rows(block, W, self.mean_a_, self.mean_b_, self.scale_b_, add_mean,
-                        row_offset=row_offset, out=out)
+                        row_offset=row_offset, out=out, n_threads=n_threads)
 
     def fit_transform(self, X_a, X_b, known_pairs=None):
         return self.fit(X_a, X_b, known_pairs).transform(X_a)
@@ -655,17 +657,23 @@ def column_mean(X):
     return partial_means(procrustes_partial(X))[0]
 
 
-def map_rows(X, W32, mean_a, mean_b, scale_b, add_mean, row_offset=0, out=None):
+def map_rows(X, W32, mean_a, mean_b, scale_b, add_mean, row_offset=0, out=None, n_threads=1):
     """The transform of the rows X: refuse NaN/Inf and all-zero rows, centre with mean_a,
     L2-normalise, times W32 (float32); with ``add_mean`` rescaled by scale_b and mean_b added.
-    float32 (n, d_b), written into ``out`` when given."""
+    float32 (n, d_b), written into ``out`` when given.
+
+    The product is :func:`minivec2vec._core.rows_times`, not BLAS: each row's bytes depend on
+    that row alone, so in memory, streamed in any chunk size, resumed, on Dask or with any
+    ``n_threads``, the same row maps to the same bytes (OpenBLAS's sgemm does not promise that:
+    on AVX2 CPUs its rounding changes with the row's position in the call and the thread count)."""
     check_rows(X, "X", finite=True, nonzero=True, row_offset=row_offset)
     if out is None:
         out = np.empty((X.shape[0], W32.shape[1]), dtype=np.float32)
+    W32 = np.ascontiguousarray(W32, dtype=np.float32)
     for start in range(0, X.shape[0], _BLOCK_ROWS):
         block = centre_normalise(X[start:start + _BLOCK_ROWS], mean_a, "X",
                                   row_offset=row_offset + start)
-        np.matmul(block, W32, out=out[start:start + _BLOCK_ROWS])
+        _core.rows_times(block, W32, out[start:start + _BLOCK_ROWS], n_threads)
     if add_mean:
         out *= np.float32(scale_b)
         out += np.asarray(mean_b).astype(np.float32)
