@@ -109,24 +109,33 @@ def test_scale_down_rule():
 
 
 # Top-1 of default settings on 1,000 rows per side of the shipped rotation split (minilm vs
-# rotated minilm, disjoint texts, pool 1000), seed 0; chance is 0.001. Measured 0.093 before
+# rotated minilm, disjoint texts, pool 1000); chance is 0.001. Measured 0.093 before
 # refine-transport (the nearest-neighbour refinements stopped at partial maps: 0.06-0.62 over
-# 20 seeds with one restart), 0.982 with it (restart agreement 0.44, no warning); seeds 0-5 of
-# another rotation 0.995-0.999 (docs/reliability.md).
-MIN_ROWS_TOP1_FLOOR = 0.95
+# 20 seeds with one restart), with it (2026-12-02) seeds 0-5: 0.982, 0.994, 0.996, 0.801,
+# 0.996, 0.994 with OpenBLAS's AVX-512 kernels and 0.824, 0.998, 0.997, 0.984, 0.996, 0.998
+# with its Haswell kernels (OPENBLAS_CORETYPE=Haswell). At this size about one seed in six
+# still stops at a partial map near 0.8, and which seed does depends on the BLAS's rounding, so
+# one seed's result is not a property of the code: the test takes three seeds and asserts the
+# median, and that no seed falls below the partial-map level. The restarts' agreement also
+# straddles its warning threshold at this size (0.33-0.70), so the warning is not asserted.
+MIN_ROWS_TOP1_FLOOR = 0.95       # the median of seeds 0-2
+MIN_ROWS_TOP1_WORST = 0.75       # every seed: a partial map at worst, not a failure
 
 
 def test_defaults_run_at_1000_rows_per_side(rotation_split):
     s = rotation_split
     small = Split(train_a=s.train_a[:1000], train_b=s.train_b[:1000], test_a=s.test_a,
                   test_b=s.test_b, paired_train_b=s.paired_train_b[:1000])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", AlignmentWarning)     # the restarts agree: no warning
-        model = MiniVec2Vec(random_state=0, n_threads=2).fit(small.train_a, small.train_b)
-    assert model.stage_settings_["refine_clusters"] == 250
-    assert model.stage_settings_["transport_iter"] == 200
-    result = evaluate_model(model, small)
-    assert result["top1"] >= MIN_ROWS_TOP1_FLOOR, result
+    top1 = []
+    for seed in (0, 1, 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AlignmentWarning)
+            model = MiniVec2Vec(random_state=seed, n_threads=2).fit(small.train_a, small.train_b)
+        assert model.stage_settings_["refine_clusters"] == 250
+        assert model.stage_settings_["transport_iter"] == 200
+        top1.append(evaluate_model(model, small)["top1"])
+    assert sorted(top1)[1] >= MIN_ROWS_TOP1_FLOOR, top1
+    assert min(top1) >= MIN_ROWS_TOP1_WORST, top1
 
 
 # ------------------------------------------------------------------------------------ memory limit
