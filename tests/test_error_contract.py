@@ -290,6 +290,12 @@ def _bad_inputs(tmp):
                                       m.PartialStateError, "no cross-covariance"),
         "topk_partial k": (lambda: partials.topk_partial(X, X, 0), m.InvalidParameterError,
                            "k must be >= 1"),
+        "merge_topk shapes": (lambda: m.merge_topk(X[:, :4], np.zeros((30, 4), np.int64),
+                                                   X[:, :3], np.zeros((30, 3), np.int64)),
+                              m.ShapeError, "same shape"),
+        "apply n_threads": (lambda: apply_map(model, X, tmp / "o.npy", n_threads=0,
+                                                  progress=False),
+                                m.InvalidParameterError, "n_threads"),
         "evaluate unpaired": (lambda: m.evaluate(X, X[:10]), m.ShapeError, "paired"),
         "evaluate pool": (lambda: m.evaluate(X, X, pool=0), m.InvalidParameterError, "pool"),
     }

@@ -6,7 +6,7 @@ import importlib
 import numpy as np
 import pytest
 
-from minivec2vec import knn, merge_topk
+from minivec2vec import ShapeError, knn, merge_topk
 from knn_oracle import assert_matches_brute_force, brute_force, integer_data, similarity
 
 # the package re-exports the function ``knn`` under the submodule's name
@@ -342,8 +342,10 @@ def test_merge_topk_exact_on_integer_data(rng):
 def test_merge_topk_shape_mismatch_raises(rng):
     s = np.zeros((3, 4), dtype=np.float32)
     i = np.zeros((3, 4), dtype=np.int64)
-    with pytest.raises(ValueError):
+    with pytest.raises(ShapeError, match=r"same shape \(n_queries, k\).*scores_b': \(3, 3\)"):
         merge_topk(s, i, s[:, :3], i[:, :3])
+    with pytest.raises(ShapeError, match="indices_a must be 2-D"):
+        merge_topk(s, i[0], s, i)
 
 
 # ------------------------------------------------------------------------------------ threads

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import _core
-from ._errors import InvalidParameterError, MemoryLimitError, TooFewRowsError
+from ._errors import InvalidParameterError, MemoryLimitError, ShapeError, TooFewRowsError
 from ._threads import max_worker_threads, parallel_region, resolve_n_threads
 from ._validation import (as_float32_block, check_embeddings, check_positive_int,
                           parse_memory)
@@ -395,7 +395,17 @@ def merge_topk(scores_a, indices_a, scores_b, indices_b):
     Both inputs must be best-first (as returned by :func:`knn`, with indices already global).
     The merge is associative and commutative, so any engine can reduce partial results.
     """
-    return _core.merge_topk(np.ascontiguousarray(scores_a, dtype=np.float32),
-                            np.ascontiguousarray(indices_a, dtype=np.int64),
-                            np.ascontiguousarray(scores_b, dtype=np.float32),
-                            np.ascontiguousarray(indices_b, dtype=np.int64))
+    arrays = [np.ascontiguousarray(scores_a, dtype=np.float32),
+              np.ascontiguousarray(indices_a, dtype=np.int64),
+              np.ascontiguousarray(scores_b, dtype=np.float32),
+              np.ascontiguousarray(indices_b, dtype=np.int64)]
+    names = ("scores_a", "indices_a", "scores_b", "indices_b")
+    for name, array in zip(names, arrays):
+        if array.ndim != 2:
+            raise ShapeError(f"merge_topk: {name} must be 2-D (n_queries, k), got shape "
+                             f"{array.shape}")
+    shapes = {name: array.shape for name, array in zip(names, arrays)}
+    if len(set(shapes.values())) != 1:
+        raise ShapeError(f"merge_topk: all four arrays must have the same shape (n_queries, k), "
+                         f"got {shapes}")
+    return _core.merge_topk(*arrays)
