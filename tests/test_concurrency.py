@@ -183,6 +183,48 @@ def test_blas_stays_single_threaded_while_any_region_runs():
     # 0.3.31, AVX2): an open defect of the shared limit, slower but not wrong
 
 
+FORK_DURING_A_REGION = """
+    import os, threading
+    from threadpoolctl import ThreadpoolController
+    from minivec2vec._threads import single_threaded_blas
+    def blas_threads():
+        return sorted({i["num_threads"] for i in ThreadpoolController().info()
+                       if i["user_api"] == "blas"})
+    entered, leave = threading.Event(), threading.Event()
+    def hold():
+        with single_threaded_blas():
+            entered.set()
+            leave.wait(60)
+    holder = threading.Thread(target=hold)
+    holder.start()
+    entered.wait(60)
+    parent_inside = blas_threads()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                      # the child: no region runs here
+        os.close(read)
+        start = blas_threads()
+        with single_threaded_blas():  # a fresh lock: entering does not deadlock
+            inside = blas_threads()
+        os.write(write, repr((start, inside, blas_threads())).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 1000).decode()
+    os.waitpid(pid, 0)
+    leave.set(); holder.join()
+    print(parent_inside, child, blas_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_during_a_region_gets_blas_threads_back():
+    """A child forked while another thread of its parent holds BLAS at one thread starts with
+    the parent's original count and a lock of its own."""
+    result = _python(FORK_DURING_A_REGION, {"OPENBLAS_NUM_THREADS": "2"}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["[1]", "([2],", "[1],", "[2])", "[2]"], result.stdout
+
+
 @pytest.mark.parametrize("metric", ["ip", "cosine"])
 def test_knn_from_8_threads(metric):
     rng = np.random.default_rng(1)

@@ -160,3 +160,19 @@ def single_threaded_blas():
             if _blas_holders == 0:
                 restore, _blas_restore = _blas_restore, None
                 restore.restore_original_limits()
+
+
+def _reset_blas_limit_after_fork():
+    """A child forked while regions were open in other threads of its parent inherits their
+    count and, maybe, a held lock, but none of those threads: no region runs in the child.
+    Give it back the BLAS threads the parent had before its regions, and a fresh lock."""
+    global _blas_lock, _blas_holders, _blas_restore
+    restore, _blas_restore = _blas_restore, None
+    _blas_holders = 0
+    _blas_lock = threading.Lock()
+    if restore is not None:
+        restore.restore_original_limits()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_blas_limit_after_fork)
