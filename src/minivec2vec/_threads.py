@@ -164,40 +164,40 @@ def single_threaded_blas():
 
 
 def _limit_blas_to_one_thread():
-    """Set every BLAS library to one thread; return what to restore."""
+    """Set every BLAS library to one thread (checked as the restore is); return what to
+    restore."""
     found = [(lib, lib.get_num_threads()) for lib in _get_controller().lib_controllers
              if lib.user_api == "blas"]
-    for lib, _ in found:
-        lib.set_num_threads(1)
+    _apply_counts([(lib, 1) for lib, _ in found], "hold BLAS to one thread in a parallel "
+                  "region: its results may then depend on its thread count")
     return found
 
 
-def _set_counts(counts):
+def _restore_blas_threads(counts):
+    _apply_counts(counts, "give BLAS back its thread count after a parallel region: BLAS "
+                  "stays slower, not wrong; threadpoolctl.threadpool_limits can set it")
+
+
+def _apply_counts(counts, consequence):
+    """Set each library's count, then let go of threadpoolctl's control of OpenBLAS.
+
+    threadpoolctl (3.6 and later) lets only one Python thread change a pthreads OpenBLAS's
+    count: the first to call set_num_threads, until it clears that control or exits; calls
+    from any other thread silently do nothing. Our regions start and end in whichever thread
+    calls, so each change here gives the control back at once. Before it did, a region
+    entered from a new thread could not hold BLAS to one thread (read back: 2) and the last
+    to leave could not restore the count (8 runs in 20 of the overlapping-regions test). A
+    count that still did not take (another live thread of the user's holds the control) is
+    reported, not ignored."""
     for lib, n in counts:
         lib.set_num_threads(n)
-
-
-def _restore_blas_threads(counts):
-    """Give BLAS back the counts found before the first region. OpenBLAS 0.3.31 (pthreads
-    build) sometimes ignores openblas_set_num_threads from the thread that leaves the last
-    region: the count read back right after stays 1 however often it is set again (measured:
-    8 runs in 20 of the overlapping-regions test). The same call from a newly started thread
-    took effect in every such run, so a count that did not come back is set again from one,
-    up to three times."""
-    for attempt in range(4):
-        if attempt == 0:
-            _set_counts(counts)
-        else:
-            helper = threading.Thread(target=_set_counts, args=(counts,),
-                                      name="minivec2vec-blas-restore")
-            helper.start()
-            helper.join()
-        if all(lib.get_num_threads() == n for lib, n in counts):
-            return
-    warnings.warn("minivec2vec could not give BLAS back its thread count after a parallel "
-                  f"region (wanted {[n for _, n in counts]}, read "
-                  f"{[lib.get_num_threads() for lib, _ in counts]}): BLAS stays slower, not "
-                  "wrong; threadpoolctl.threadpool_limits can set it", RuntimeWarning)
+    for cls in {type(lib) for lib, _ in counts}:
+        if hasattr(cls, "clear_controlling_thread"):
+            cls.clear_controlling_thread()
+    if not all(lib.get_num_threads() == n for lib, n in counts):
+        warnings.warn(f"minivec2vec could not {consequence} (wanted {[n for _, n in counts]}, "
+                      f"read {[lib.get_num_threads() for lib, _ in counts]}): another thread "
+                      "holds threadpoolctl's control of BLAS", RuntimeWarning)
 
 
 def _reset_blas_limit_after_fork():

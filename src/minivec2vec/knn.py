@@ -14,13 +14,13 @@ Either way each worker thread owns a block of queries, the GIL is released in th
 n_queries x n_database matrix ever exists, and query blocks have a size that depends on the
 number of queries only, so results are bit-identical whatever the thread count.
 
-Concurrent calls from several Python threads: the int8 engine's results stay bit-identical
-to a lone call's. The BLAS engine's neighbours stay identical, but its scores are only
-guaranteed within the float32 error bound of the dot product (2 d eps |q| |x|): OpenBLAS
-0.3.31 on an AVX2 CPU was seen to sum some products in another order when calls overlap,
-even with its one-thread limit held for every call (about 1e-5 on scores near 30). For the
-same reason, on the BLAS engine two equal database rows may be scored a rounding apart when
-a memory limit changes the tile shapes, and either may then win their tie.
+Concurrent calls from several Python threads give results bit-identical to a lone call's,
+with either engine: the BLAS engine's GEMMs run with BLAS held at one thread while any call
+runs (``_threads.single_threaded_blas``). That hold once failed silently when a call came
+from a thread other than the first to set BLAS's count (threadpoolctl lets only that thread
+change a pthreads OpenBLAS's count), and the overlapping calls' scores then came out ~1e-5
+apart on AVX2 CPUs. On the BLAS engine, two equal database rows may still be scored a
+rounding apart when a memory limit changes the tile shapes, and either may then win their tie.
 """
 from __future__ import annotations
 
