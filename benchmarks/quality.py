@@ -11,6 +11,7 @@ Each fit runs in a child process so its peak RSS is its own.
     python benchmarks/quality.py --pairs rotation      # each model against itself, rotated
     python benchmarks/quality.py --pairs all --seeds 0,1,2 --set fit_sample=10000 --set n_runs=5
     python benchmarks/quality.py --pairs minilm:minilm-static --known-pairs 50 --set n_threads=1
+    python benchmarks/quality.py --pairs minilm:e5 --rows 10000     # fewer rows per side
 
 ``--known-pairs M`` gives the fit M true pairs (``fit(..., known_pairs=...)``): A's training rows
 drawn with ``numpy.random.default_rng(seed)`` and their B partners; the ``pairs`` column is then
@@ -35,7 +36,7 @@ MODELS = ("minilm", "wordllama", "minilm-static", "e5")
 CROSS = [(a, b) for a in MODELS for b in MODELS if a != b]
 
 
-def run_one(a, b, seed, params, pool, known_pairs=0):
+def run_one(a, b, seed, params, pool, known_pairs=0, rows=None):
     import numpy as np
 
     from minivec2vec import MiniVec2Vec
@@ -44,6 +45,9 @@ def run_one(a, b, seed, params, pool, known_pairs=0):
     X_a = np.load(DATA / f"{a}.npy")
     X_b = np.load(DATA / f"{b}.npy")
     s = split(X_a, X_b, pool=pool, rotate_b=random_rotation(X_b.shape[1], 1000 + seed))
+    if rows:  # the first `rows` of each training side; the sides stay disjoint
+        s.train_a, s.train_b, s.paired_train_b = (s.train_a[:rows], s.train_b[:rows],
+                                                  s.paired_train_b[:rows])
     import warnings
 
     t0 = time.perf_counter()
@@ -51,9 +55,9 @@ def run_one(a, b, seed, params, pool, known_pairs=0):
         warnings.simplefilter("ignore")  # the confidence is printed; a doubtful fit is data here
         pairs = None
         if known_pairs:
-            rows = np.random.default_rng(seed).choice(s.train_a.shape[0], known_pairs,
-                                                       replace=False)
-            pairs = (s.train_a[rows], s.paired_train_b[rows])
+            drawn = np.random.default_rng(seed).choice(s.train_a.shape[0], known_pairs,
+                                                        replace=False)
+            pairs = (s.train_a[drawn], s.paired_train_b[drawn])
         model = MiniVec2Vec(random_state=seed, **params).fit(s.train_a, s.train_b,
                                                              known_pairs=pairs)
     seconds = time.perf_counter() - t0
@@ -66,6 +70,7 @@ def run_one(a, b, seed, params, pool, known_pairs=0):
             "known_pairs_top1": model.known_pairs_top1_, "ceiling_top1": ceiling["top1"],
             "ceiling_mean_rank": ceiling["mean_rank"], "fit_seconds": seconds,
             "stage_seconds": model.timings_,
+            "rows_per_side": int(s.train_a.shape[0]),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -81,6 +86,8 @@ def main(argv=None):
     parser.add_argument("--pool", type=int, default=8192)
     parser.add_argument("--known-pairs", type=int, default=0, metavar="M",
                         help="give each fit M true pairs drawn from A's training rows")
+    parser.add_argument("--rows", type=int, default=None, metavar="N",
+                        help="train on the first N rows of each side (default: all)")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -88,7 +95,7 @@ def main(argv=None):
     if args.one:  # child process: one fit, JSON on stdout
         job = json.loads(args.one)
         print(json.dumps(run_one(job["a"], job["b"], job["seed"], job["params"], job["pool"],
-                                 job["known_pairs"])))
+                                 job["known_pairs"], job.get("rows"))))
         return 0
     if not DATA.is_dir():
         print(f"quality.py needs the real data in {DATA}", file=sys.stderr)
@@ -121,7 +128,7 @@ def main(argv=None):
         for a, b in pairs:
             for seed in seeds:
                 job = json.dumps({"a": a, "b": b, "seed": seed, "params": params, "pool": args.pool,
-                                  "known_pairs": args.known_pairs})
+                                  "known_pairs": args.known_pairs, "rows": args.rows})
                 proc = subprocess.run([sys.executable, __file__, "--one", job],
                                       capture_output=True, text=True, env=os.environ.copy())
                 if proc.returncode != 0:
