@@ -94,6 +94,14 @@ def test_transform_of_dask_is_lazy_and_equals_numpy(client, fit_pair, rotation_s
     mapped, mapped_raw = _on_workers(client, lazy, lazy_raw)
     np.testing.assert_allclose(mapped, model.transform(X), rtol=0, atol=1e-6)
     np.testing.assert_allclose(mapped_raw, model.transform(X, add_mean=True), rtol=0, atol=1e-5)
+    # B -> A on Dask is the same map as in memory, both with and without the means
+    Y = rotation_split.test_b
+    lazy_inv = model.inverse_transform(da.from_array(Y, chunks=(200, 384)))
+    lazy_inv_raw = model.inverse_transform(da.from_array(Y, chunks=(200, 384)), add_mean=True)
+    assert isinstance(lazy_inv, da.Array) and lazy_inv.shape == Y.shape
+    inv, inv_raw = _on_workers(client, lazy_inv, lazy_inv_raw)
+    assert inv.tobytes() == model.inverse_transform(Y).tobytes()
+    assert inv_raw.tobytes() == model.inverse_transform(Y, add_mean=True).tobytes()
 
 
 def test_dask_input_errors_name_the_problem(client, fit_pair):

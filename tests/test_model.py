@@ -308,3 +308,94 @@ def test_fit_sample_draws_rows_and_keeps_full_means(rotation_split):
     np.testing.assert_array_equal(model.W_, again.W_)
     with pytest.raises(ValueError, match="fit_sample"):
         MiniVec2Vec(fit_sample=0).fit(s.train_a, s.train_b)
+
+
+# ------------------------------------------------------------------------------------ inverse map
+def _centred_unit(X, mean):
+    Y = np.asarray(X, dtype=np.float64) - mean
+    return Y / np.linalg.norm(Y, axis=1, keepdims=True)
+
+
+def test_inverse_transform_undoes_transform_for_an_orthogonal_map(rotation_split, rotation_model):
+    m, x = rotation_model, rotation_split.test_a[:200]
+    back = m.inverse_transform(m.transform(x, add_mean=True), add_mean=True)
+    assert back.shape == x.shape and back.dtype == np.float32
+    expected = m.mean_a_ + m.scale_a_ * _centred_unit(x, m.mean_a_)
+    np.testing.assert_allclose(back, expected, rtol=0, atol=2e-5)
+    # a row whose centred norm is A's mean centred norm comes back as itself
+    x_scaled = (m.mean_a_ + m.scale_a_ * _centred_unit(x, m.mean_a_)).astype(np.float32)
+    again = m.inverse_transform(m.transform(x_scaled, add_mean=True), add_mean=True)
+    np.testing.assert_allclose(again, x_scaled, rtol=0, atol=2e-5)
+    # without add_mean the round trip lands on the centred unit rows of A's frame
+    unit = m.inverse_transform(m.transform(x, add_mean=True))
+    np.testing.assert_allclose(unit, _centred_unit(x, m.mean_a_), rtol=0, atol=2e-5)
+
+
+def test_inverse_transform_retrieves_like_the_forward_map(rotation_split, rotation_model):
+    """B test rows mapped B -> A find their A partners about as often as A rows mapped A -> B
+    find theirs (measured: both 1.000 on the rotation sample); tolerance 0.01."""
+    from minivec2vec.evaluation import evaluate
+    m, s = rotation_model, rotation_split
+    forward = evaluate(m.transform(s.test_a), _centred_unit(s.test_b, m.mean_b_).astype(np.float32))
+    backward = evaluate(m.inverse_transform(s.test_b),
+                        _centred_unit(s.test_a, m.mean_a_).astype(np.float32))
+    assert forward["top1"] >= ROTATION_TOP1_FLOOR
+    assert abs(backward["top1"] - forward["top1"]) <= 0.01, (forward, backward)
+
+
+def test_inverse_transform_in_both_semi_orthogonal_shapes(semi_orthogonal_case):
+    """d_a > d_b (W^T W = I): B rows land in the image of W, and the B -> A retrieval of the
+    projected test rows matches the forward one. d_a < d_b (W W^T = I, the same map fitted the
+    other way round): transform then inverse_transform is exact on the centred unit rows."""
+    from minivec2vec.evaluation import evaluate
+    split, model = semi_orthogonal_case
+    mapped = model.inverse_transform(split.test_b)
+    assert mapped.shape == (1000, 384) and mapped.dtype == np.float32
+    P = model.W_ @ model.W_.T                       # projector onto the image of W
+    np.testing.assert_allclose(mapped @ P, mapped, rtol=0, atol=1e-5)
+    forward = evaluate(model.transform(split.test_a),
+                       _centred_unit(split.test_b, model.mean_b_).astype(np.float32))
+    backward = evaluate(mapped, _centred_unit(split.test_a, model.mean_a_).astype(np.float32))
+    assert backward["top1"] >= SEMI_ORTHOGONAL_TOP1_FLOOR, backward
+    assert abs(backward["top1"] - forward["top1"]) <= 0.02, (forward, backward)
+
+    with warnings.catch_warnings():   # light settings: only the shapes and the algebra matter
+        warnings.simplefilter("ignore", AlignmentWarning)
+        wide = MiniVec2Vec(random_state=0, n_threads=1, **LIGHT).fit(split.train_b, split.train_a)
+    assert wide.W_.shape == (256, 384)
+    y = split.test_b[:100]
+    np.testing.assert_allclose(wide.inverse_transform(wide.transform(y, add_mean=True)),
+                               _centred_unit(y, wide.mean_a_), rtol=0, atol=2e-5)
+
+
+def test_inverse_transform_refuses_rows_of_the_wrong_side(semi_orthogonal_case):
+    from minivec2vec import DimensionMismatchError
+    split, model = semi_orthogonal_case
+    with pytest.raises(DimensionMismatchError, match="expected 256 .*B side"):
+        model.inverse_transform(split.test_a)
+
+
+def test_save_load_keeps_the_inverse_map(tmp_path, semi_orthogonal_case):
+    split, model = semi_orthogonal_case
+    model.save(tmp_path / "m.mv2v")
+    loaded = MiniVec2Vec.load(tmp_path / "m.mv2v")
+    assert loaded.scale_a_ == model.scale_a_
+    for add_mean in (False, True):
+        assert (loaded.inverse_transform(split.test_b, add_mean=add_mean).tobytes()
+                == model.inverse_transform(split.test_b, add_mean=add_mean).tobytes())
+
+
+def test_cli_apply_inverse_writes_the_inverse_map(tmp_path, semi_orthogonal_case):
+    from minivec2vec.cli import main
+    split, model = semi_orthogonal_case
+    model.save(tmp_path / "m.mv2v")
+    np.save(tmp_path / "b.npy", split.test_b)
+    out = tmp_path / "a_side.npy"
+    assert main(["apply", str(tmp_path / "m.mv2v"), str(tmp_path / "b.npy"), "-o", str(out),
+                 "--inverse", "--add-mean", "--quiet"]) == 0
+    got = np.load(out)
+    assert got.tobytes() == model.inverse_transform(split.test_b, add_mean=True).tobytes()
+    # the forward direction refuses B rows (256 features where A has 384), writing nothing
+    assert main(["apply", str(tmp_path / "m.mv2v"), str(tmp_path / "b.npy"), "-o",
+                 str(tmp_path / "wrong.npy"), "--quiet"]) != 0
+    assert not (tmp_path / "wrong.npy").exists()

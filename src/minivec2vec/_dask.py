@@ -160,18 +160,21 @@ def _transform_block(x, W32, row_ids, *, mean_a, mean_b, scale_b, add_mean):
     return map_rows(x, W32, mean_a, mean_b, scale_b, add_mean, row_offset=row_offset, n_threads=1)
 
 
-def transform(model, X, add_mean=False):
-    """Lazy ``model.transform`` of a dask array: float32 (n, d_b), same row chunks as X. W is
-    one key of the graph, shipped once to each worker."""
+def transform(model, X, add_mean=False, inverse=False):
+    """Lazy ``model.transform`` (``inverse_transform`` with ``inverse``) of a dask array:
+    float32 (n, d_out), same row chunks as X. W is one key of the graph, shipped once to each
+    worker."""
     _, da = _import_dask()
-    X = check_dask_embeddings(X, "X", n_features=model.n_features_a_)
-    W32 = model.W_.astype(np.float32)
+    X = check_dask_embeddings(X, "X", n_features=model.n_features_b_ if inverse
+                              else model.n_features_a_)
+    W32 = model._map_matrix(inverse)
+    mean_in, mean_out, scale_out = model._map_frames(inverse)
     W_dask = da.from_array(W32, chunks=W32.shape)
     row_ids = da.arange(X.shape[0], chunks=(X.chunks[0],))
     return da.blockwise(_transform_block, "ij", X, "ik", W_dask, "kj", row_ids, "i",
-                        mean_a=np.asarray(model.mean_a_, dtype=np.float64),
-                        mean_b=np.asarray(model.mean_b_, dtype=np.float64),
-                        scale_b=float(model.scale_b_), add_mean=bool(add_mean),
+                        mean_a=np.asarray(mean_in, dtype=np.float64),
+                        mean_b=np.asarray(mean_out, dtype=np.float64),
+                        scale_b=float(scale_out), add_mean=bool(add_mean),
                         dtype=np.float32, concatenate=True,
                         meta=np.empty((0, 0), dtype=np.float32))
 

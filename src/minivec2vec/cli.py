@@ -105,7 +105,7 @@ def _cmd_apply(args):
     sidecar = apply_map(model, args.input, args.output, map_path=args.map,
                         add_mean=args.add_mean, memory_limit=args.memory_limit,
                         chunk_rows=args.chunk_rows, progress=not args.quiet,
-                        column=args.column, n_threads=args.n_threads)
+                        column=args.column, n_threads=args.n_threads, inverse=args.inverse)
     seconds = time.perf_counter() - t0
     _emit(args, {"output": args.output, "rows": sidecar["rows"], "dim": sidecar["dim"],
                  "sidecar": args.output + ".json", "seconds": round(seconds, 2),
@@ -207,12 +207,18 @@ def build_parser():
                           "recommended) embedded by both models, to start the fit from when the "
                           "unpaired fit warns")
 
-    apply_ = sub.add_parser("apply", help="map X.npy (space A) into space B")
+    apply_ = sub.add_parser("apply", help="map X.npy (space A) into space B "
+                            "(--inverse: space B into space A)")
     apply_.add_argument("map")
-    apply_.add_argument("input", help=".npy, .parquet, or a directory of shards (space A)")
+    apply_.add_argument("input", help=".npy, .parquet, or a directory of shards (space A; "
+                                                 "space B with --inverse)")
     apply_.add_argument("-o", "--output", required=True, help=".npy file to write (float32)")
     apply_.add_argument("--add-mean", action="store_true",
                         help="rescale and add B's training mean back (raw B-like vectors)")
+    apply_.add_argument("--inverse", action="store_true",
+                        help="the input is in space B: map it into space A with W^T (e.g. B "
+                             "queries against an index of A vectors); --add-mean then uses A's "
+                             "scale and mean")
     apply_.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     apply_.add_argument("--chunk-rows", type=_positive_int, default=None,
                         help="rows per chunk (default: planned from --memory-limit, at most "

@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from ._errors import InvalidParameterError, MemoryLimitError, NonFiniteError, ZeroRowError
+from ._errors import (InvalidParameterError, MapFileError, MemoryLimitError, NonFiniteError,
+                      ZeroRowError)
 from ._threads import resolve_n_threads
 from ._validation import check_output_path
 from ._memory import chunk_rows as plan_chunk_rows, working_budget
@@ -58,7 +59,8 @@ def _write_json_atomic(path, payload):
 
 
 def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=None,
-              chunk_rows=None, progress=True, column=None, n_threads=None, _after_chunk=None):
+              chunk_rows=None, progress=True, column=None, n_threads=None, inverse=False,
+              _after_chunk=None):
     """Map every row of X (any input :func:`~minivec2vec.sources.open_source` accepts) with
     ``model`` into the float32 ``.npy`` file ``output``, streaming chunk by chunk.
 
@@ -69,6 +71,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     output : path of the ``.npy`` file to write
     map_path : the map file's path, recorded with its SHA-256 in the sidecar and the journal
     add_mean : as in :meth:`MiniVec2Vec.transform`
+    inverse : map B rows into A (:meth:`MiniVec2Vec.inverse_transform`) instead of A into B
     memory_limit : bytes or e.g. "2GB"; the chunk size is planned from it
     chunk_rows : rows per chunk (default: the planned size, at most 65,536); a smaller value
         means finer resume points
@@ -86,10 +89,13 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     model._check_fitted()
     n_threads = resolve_n_threads(model.n_threads if n_threads is None else n_threads)
     source = open_source(X, "input", column=column)
-    model._check_input_features(source)
+    model._check_input_features(source, inverse)
     output = os.fspath(output)
     check_output_path(output, "output")
-    d_out = model.n_features_b_
+    if inverse and add_mean and not np.isfinite(getattr(model, "scale_a_", np.nan)):
+        raise MapFileError("inverse with add_mean needs A's scale, which map files written by "
+                           "minivec2vec before 0.1.0 of 2026-12-03 lack; refit, or drop add_mean")
+    d_out = model.n_features_a_ if inverse else model.n_features_b_
     planned = plan_chunk_rows(working_budget(memory_limit, "apply"), source.n_features,
                               source.dtype.itemsize, d_out, 0, "apply")
     if chunk_rows is not None:
@@ -106,7 +112,8 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     row_bytes = 4 * d_out
     partial, journal_path = output + ".partial", output + ".partial.json"
     identity = {"map_sha256": map_digest, "input": source.fingerprint(), "rows": source.n_rows,
-                "dim": d_out, "add_mean": bool(add_mean), "dtype": "float32"}
+                "dim": d_out, "add_mean": bool(add_mean), "inverse": bool(inverse),
+                "dtype": "float32"}
     rows_done, chunk = _resume_point(partial, journal_path, identity, planned,
                                      len(header) + source.n_rows * row_bytes)
     if rows_done == 0:
@@ -117,7 +124,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     _write_json_atomic(journal_path, journal)
 
     bar = _progress_bar(source.n_rows, rows_done, progress, output)
-    W = model.W_.astype(np.float32)
+    W = model._map_matrix(inverse)
     out = np.empty((min(chunk, max(source.n_rows, 1)), d_out), dtype=np.float32)
     t_start = time.perf_counter()
     fd = os.open(partial, os.O_WRONLY)
@@ -125,7 +132,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
         for n_chunks, (start, block) in enumerate(source.blocks(chunk, first=rows_done), 1):
             stop = start + block.shape[0]
             mapped = model._transform_block(block, start, W, add_mean, out[:stop - start],
-                                            n_threads)
+                                            n_threads, inverse)
             data = memoryview(mapped).cast("B")
             offset = len(header) + start * row_bytes
             written = 0
@@ -156,7 +163,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
                "map_sha256": map_digest, "input": source.describe(),
                "input_files": source.fingerprint(), "rows": source.n_rows, "dim": d_out,
                "dtype": "float32", "input_dtype": str(source.dtype),
-               "add_mean": bool(add_mean), "chunk_rows": chunk}
+               "add_mean": bool(add_mean), "inverse": bool(inverse), "chunk_rows": chunk}
     from . import __version__
     sidecar["minivec2vec_version"] = __version__
     _write_json_atomic(output + ".json", sidecar)

@@ -328,6 +328,7 @@ class MiniVec2Vec:
 
         self.mean_a_ = np.asarray(mean_a, dtype=np.float64)
         self.mean_b_ = np.asarray(mean_b, dtype=np.float64)
+        self.scale_a_ = float(_mean_centred_norm(X_a, self.mean_a_))
         self.scale_b_ = float(_mean_centred_norm(X_b, self.mean_b_))
         A = centre_normalise(X_a, self.mean_a_, "X_a", out=X_a if in_place else None)
         B = centre_normalise(X_b, self.mean_b_, "X_b", out=X_b if in_place else None)
@@ -511,35 +512,70 @@ class MiniVec2Vec:
         size planned from ``memory_limit`` (which must also hold the result: to map more rows
         than fit in memory, stream them to a file with :func:`minivec2vec.etl.apply_map`).
         """
+        return self._map(X, add_mean, memory_limit, inverse=False)
+
+    def inverse_transform(self, X, add_mean=False, memory_limit=None):
+        """Map rows of space B into space A: the same as :meth:`transform` with W^T, B's
+        training mean in and (with ``add_mean``) A's scale and mean out. float32 (n, d_a).
+
+        For an orthogonal W it undoes :meth:`transform` up to the length of the centred row:
+        ``inverse_transform(transform(x, add_mean=True), add_mean=True)`` is
+        ``mean_a + scale_a * (x - mean_a) / |x - mean_a|`` (x itself when its centred norm is
+        A's mean centred norm); cosine search does not see that length. When d_a > d_b
+        (W^T W = I) the B rows land in the d_b-dimensional image of W in A; when d_a < d_b
+        (W W^T = I) the part of a B row outside that image is dropped. Use it to send B queries
+        to an index of A vectors during a migration.
+        """
+        return self._map(X, add_mean, memory_limit, inverse=True)
+
+    def _map(self, X, add_mean, memory_limit, inverse):
         self._check_fitted()
+        if inverse and add_mean and not np.isfinite(getattr(self, "scale_a_", np.nan)):
+            raise MapFileError("inverse_transform(add_mean=True) needs A's scale, which map "
+                               "files written by minivec2vec before 0.1.0 of 2026-12-03 lack; "
+                               "refit, or use add_mean=False")
         if is_dask_array(X):
             from . import _dask
-            return _dask.transform(self, X, add_mean)
+            return _dask.transform(self, X, add_mean, inverse=inverse)
         source = open_source(X, "X")
-        self._check_input_features(source)
-        d_b = self.W_.shape[1]
-        out_bytes = 4 * source.n_rows * d_b
+        self._check_input_features(source, inverse)
+        d_out = self.n_features_a_ if inverse else self.n_features_b_
+        out_bytes = 4 * source.n_rows * d_out
         rows = chunk_rows(working_budget(memory_limit, "transform"), source.n_features,
-                          source.dtype.itemsize, d_b, out_bytes,
-                          f"transform of {source.n_rows} rows (the result alone is "
-                          f"{out_bytes} bytes)")
-        out = np.empty((source.n_rows, d_b), dtype=np.float32)
-        W = self.W_.astype(np.float32)
+                          source.dtype.itemsize, d_out, out_bytes,
+                          f"{'inverse_transform' if inverse else 'transform'} of "
+                          f"{source.n_rows} rows (the result alone is {out_bytes} bytes)")
+        out = np.empty((source.n_rows, d_out), dtype=np.float32)
+        W = self._map_matrix(inverse)
         n_threads = resolve_n_threads(self.n_threads)
         for start, block in source.blocks(rows):
             self._transform_block(block, start, W, add_mean, out[start:start + block.shape[0]],
-                                  n_threads)
+                                  n_threads, inverse)
         return out
 
-    def _check_input_features(self, source):
-        if source.n_features != self.n_features_a_:
-            raise DimensionMismatchError(f"{source.name}: has {source.n_features} features, "
-                                         f"expected {self.n_features_a_}")
+    def _map_matrix(self, inverse=False):
+        """float32 C-contiguous W (A -> B) or W^T (B -> A)."""
+        return np.ascontiguousarray(self.W_.T if inverse else self.W_, dtype=np.float32)
 
-    def _transform_block(self, block, row_offset, W, add_mean, out, n_threads=1):
+    def _check_input_features(self, source, inverse=False):
+        expected = self.n_features_b_ if inverse else self.n_features_a_
+        if source.n_features != expected:
+            raise DimensionMismatchError(
+                f"{source.name}: has {source.n_features} features, expected {expected} "
+                f"(the map's {'B' if inverse else 'A'} side)")
+
+    def _map_frames(self, inverse=False):
+        """(mean in, mean out, scale out) of a direction."""
+        if inverse:
+            return self.mean_b_, self.mean_a_, getattr(self, "scale_a_", float("nan"))
+        return self.mean_a_, self.mean_b_, self.scale_b_
+
+    def _transform_block(self, block, row_offset, W, add_mean, out, n_threads=1, inverse=False):
         """Map one block of rows (``row_offset`` = its first row, for error messages) into
-        ``out``. The same code maps every chunk, in memory, streamed to a file or on Dask."""
-        return map_rows(block, W, self.mean_a_, self.mean_b_, self.scale_b_, add_mean,
+        ``out``; ``W`` is :meth:`_map_matrix` of the same direction. The same code maps every
+        chunk, in memory, streamed to a file or on Dask."""
+        mean_in, mean_out, scale_out = self._map_frames(inverse)
+        return map_rows(block, W, mean_in, mean_out, scale_out, add_mean,
                         row_offset=row_offset, out=out, n_threads=n_threads)
 
     def fit_transform(self, X_a, X_b, known_pairs=None):
@@ -554,6 +590,7 @@ class MiniVec2Vec:
         from . import __version__
         arrays = {name: getattr(self, name) for name in self._ARRAYS}
         extra = {"scale_b_": self.scale_b_, "timings_": self.timings_,
+                 "scale_a_": _finite_or_none(getattr(self, "scale_a_", None)),
                  "confidence_": getattr(self, "confidence_", None),
                  # NaN (one restart) is not JSON: stored as null
                  "restart_agreement_": _finite_or_none(getattr(self, "restart_agreement_", None)),
@@ -586,10 +623,15 @@ class MiniVec2Vec:
             scale_b = float(extra.get("scale_b_", 1.0))
         except (TypeError, ValueError):
             raise MapFileError(f"{path!r}: corrupt meta.json (scale_b_ is not a number)") from None
+        try:  # absent (null) in map files written before 0.1.0 of 2026-12-03
+            scale_a = float("nan") if extra.get("scale_a_") is None else float(extra["scale_a_"])
+        except (TypeError, ValueError):
+            raise MapFileError(f"{path!r}: corrupt meta.json (scale_a_ is not a number)") from None
         model = cls(**{k: v for k, v in params.items() if k in cls._PARAM_NAMES})
         for name in cls._ARRAYS:
             setattr(model, name, arrays[name])
         model.scale_b_ = scale_b
+        model.scale_a_ = scale_a
         model.timings_ = dict(extra.get("timings_", {}))
         try:
             if extra.get("confidence_") is not None:
