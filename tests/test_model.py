@@ -399,3 +399,44 @@ def test_cli_apply_inverse_writes_the_inverse_map(tmp_path, semi_orthogonal_case
     assert main(["apply", str(tmp_path / "m.mv2v"), str(tmp_path / "b.npy"), "-o",
                  str(tmp_path / "wrong.npy"), "--quiet"]) != 0
     assert not (tmp_path / "wrong.npy").exists()
+
+
+# ------------------------------------------------------------------------------------ progress
+STAGES_LOGGED = ("read_and_sample", "anchors", "pseudo_pairs", "refine_matching",
+                 "refine_clusters", "refine_mutual", "confidence")
+
+
+def test_verbose_fit_shows_every_stage_on_stderr(small_data, light_model, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlignmentWarning)
+        model = MiniVec2Vec(random_state=7, n_threads=1, verbose=True, **LIGHT).fit(*small_data)
+    err = capsys.readouterr().err
+    for stage in STAGES_LOGGED:
+        assert f"{stage}: started" in err and f"{stage}: done in" in err, (stage, err)
+    assert "restart 2: started" in err and "[" in err and " s] " in err
+    assert model.W_.tobytes() == light_model.W_.tobytes()     # progress changes nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlignmentWarning)
+        MiniVec2Vec(random_state=7, n_threads=1, **LIGHT).fit(*small_data)
+    assert capsys.readouterr().err == ""                          # quiet by default
+
+
+def test_verbose_must_be_a_bool(small_data):
+    from minivec2vec import InvalidParameterError
+    with pytest.raises(InvalidParameterError, match="verbose"):
+        MiniVec2Vec(verbose="yes").fit(*small_data)
+
+
+def test_cli_fit_shows_progress_unless_quiet(tmp_path, small_data, capsys):
+    from minivec2vec.cli import main
+    np.save(tmp_path / "a.npy", small_data[0])
+    np.save(tmp_path / "b.npy", small_data[1])
+    light = [f"--{k.replace('_', '-')}={v}" for k, v in LIGHT.items()]
+    args = ["fit", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--n-threads", "1", *light]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlignmentWarning)
+        assert main([*args, "-o", str(tmp_path / "m.map")]) == 0
+        err = capsys.readouterr().err
+        assert "anchors: started" in err and "refine_mutual: done in" in err, err
+        assert main([*args, "-o", str(tmp_path / "q.map"), "--quiet"]) == 0
+        assert "started" not in capsys.readouterr().err

@@ -75,7 +75,7 @@ def _cmd_fit(args):
     if args.known_pairs:
         known_pairs = (_load_npy(args.known_pairs[0], "known pairs of A"),
                        _load_npy(args.known_pairs[1], "known pairs of B"))
-    model = MiniVec2Vec(**_model_params(args))
+    model = MiniVec2Vec(**_model_params(args), verbose=not args.quiet)
     t0 = time.perf_counter()
     model.fit(X_a, X_b, known_pairs=known_pairs)
     seconds = time.perf_counter() - t0
@@ -200,6 +200,8 @@ def build_parser():
         kind = type(value) if isinstance(value, float) else (
             _count if name in _ZERO_ALLOWED else _positive_int)
         fit.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=value)
+    fit.add_argument("--quiet", action="store_true",
+                     help="no stage-by-stage progress on stderr")
     fit.add_argument("--no-reproject", action="store_true",
                      help="the reference notebook's unprojected smoothing update")
     fit.add_argument("--known-pairs", nargs=2, metavar=("PAIRS_A", "PAIRS_B"),

@@ -1,6 +1,7 @@
 """The driver: MiniVec2Vec validates, prepares the data, runs the stages and holds the map."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -140,6 +141,10 @@ class MiniVec2Vec:
         pairs in every refine-mutual pass (0: they only choose the start). Measured at full
         size: 100 pairs on wordllama -> minilm-static 0.509 -> 0.568 with 5 (20: 0.521); 500
         on minilm -> wordllama 0.652 -> 0.672.
+    verbose : bool, default False
+        Print each stage's start and end (with the rows it works on, its time and the seconds
+        since the fit began) on stderr. The same records always go to the ``minivec2vec``
+        logger at INFO level, for applications that configure logging themselves.
 
     Fitted attributes include ``confidence_`` (unpaired confidence of the final W: 0.34-0.45
     measured for random maps, about 1 for a map as good as B's own sampling noise; between
@@ -163,7 +168,8 @@ class MiniVec2Vec:
                  mutual_final_sample=30000,
                  csls_k=10, reproject=True, random_state=None,
                  n_threads=None, memory_limit=None, fit_sample=100_000, n_restarts=2,
-                 extra_restarts=1, confidence_sample=5000, known_pairs_weight=5.0):
+                 extra_restarts=1, confidence_sample=5000, known_pairs_weight=5.0,
+                 verbose=False):
         self.n_runs = n_runs
         self.n_clusters = n_clusters
         self.anchor_sample = anchor_sample
@@ -189,6 +195,7 @@ class MiniVec2Vec:
         self.extra_restarts = extra_restarts
         self.confidence_sample = confidence_sample
         self.known_pairs_weight = known_pairs_weight
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ parameters
     _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
@@ -197,7 +204,7 @@ class MiniVec2Vec:
                     "mutual_sample", "mutual_final_sample",
                     "csls_k", "reproject", "random_state", "n_threads", "memory_limit",
                     "fit_sample", "n_restarts", "extra_restarts", "confidence_sample",
-                    "known_pairs_weight")
+                    "known_pairs_weight", "verbose")
 
     def get_params(self, deep=True):
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
@@ -232,6 +239,8 @@ class MiniVec2Vec:
         if (not isinstance(weight, (int, float)) or isinstance(weight, bool)
                 or not np.isfinite(weight) or weight < 0):
             raise InvalidParameterError(f"known_pairs_weight: must be a finite number >= 0, got {weight!r}")
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            raise InvalidParameterError(f"verbose: expected True or False, got {self.verbose!r}")
         if self.n_clusters < 3:
             raise InvalidParameterError(f"n_clusters: anchor matching needs at least 3 clusters, got {self.n_clusters}")
 
@@ -252,11 +261,11 @@ class MiniVec2Vec:
             give top-1 0.96 against a supervised ceiling of 0.99 (docs/experiments.md).
             ``known_pairs_top1_`` then checks the fit on them, held out.
         """
-        with single_threaded_blas():
+        self._check_params()
+        with single_threaded_blas(), _stage_log_to_stderr(self.verbose):
             return self._fit(X_a, X_b, known_pairs)
 
     def _fit(self, X_a, X_b, known_pairs=None):
-        self._check_params()
         if is_dask_array(X_a) or is_dask_array(X_b):
             from . import _dask
             rng = check_random_state(self.random_state)
@@ -281,6 +290,9 @@ class MiniVec2Vec:
                                  sample_copies=3 if wide else 1)
         rng = check_random_state(self.random_state)
         t_start = time.perf_counter()
+        logger.info("read_and_sample: started (X_a %d x %d, X_b %d x %d; up to %d rows per side "
+                    "drawn)", source_a.n_rows, source_a.n_features, source_b.n_rows,
+                    source_b.n_features, self.fit_sample)
         gathered = []
         for source, name in ((source_a, "scan_rows_a"), (source_b, "scan_rows_b")):
             chosen = sample_indices(source.n_rows, self.fit_sample, rng)
@@ -325,6 +337,8 @@ class MiniVec2Vec:
                                  sample_copies=1 if in_place else 2, sizes=sizes)
         timings = {"read_and_sample": seconds_reading}
         t_start = time.perf_counter() - seconds_reading
+        logger.info("read_and_sample: done in %.1f s (%d + %d rows)", seconds_reading,
+                    X_a.shape[0], X_b.shape[0])
 
         self.mean_a_ = np.asarray(mean_a, dtype=np.float64)
         self.mean_b_ = np.asarray(mean_b, dtype=np.float64)
@@ -337,34 +351,31 @@ class MiniVec2Vec:
             W, anchors, rng, restart_confidences, agreement, sample = self._search_restarts(
                 A, B, rng, n_threads, sizes, plan, timings)
         else:
-            t = time.perf_counter()
-            K_a = centre_normalise(known_pairs[0], self.mean_a_, "known_pairs[0]")
-            K_b = centre_normalise(known_pairs[1], self.mean_b_, "known_pairs[1]")
-            known_cross_covariance = K_a.T.astype(np.float64) @ K_b.astype(np.float64)
-            W = procrustes(known_cross_covariance)
+            with _stage(timings, "known_pairs", f"{known_pairs[0].shape[0]} pairs"):
+                K_a = centre_normalise(known_pairs[0], self.mean_a_, "known_pairs[0]")
+                K_b = centre_normalise(known_pairs[1], self.mean_b_, "known_pairs[1]")
+                known_cross_covariance = K_a.T.astype(np.float64) @ K_b.astype(np.float64)
+                W = procrustes(known_cross_covariance)
             anchors = Anchors(np.empty((0, A.shape[1]), np.float32),
                               np.empty((0, B.shape[1]), np.float32), np.empty(0))
             restart_confidences, agreement, sample = [], float("nan"), None
-            timings["known_pairs"] = time.perf_counter() - t
 
         W = self._refine(W, A, B, rng, n_threads, sizes, plan, timings,
                          None if known_pairs is None else known_cross_covariance)
         if known_pairs is not None:
-            t = time.perf_counter()
-            self.known_pairs_top1_ = self._cross_check(K_a, K_b, A, B, rng, n_threads, sizes,
-                                                       plan)
-            timings["known_pairs_check"] = time.perf_counter() - t
+            with _stage(timings, "known_pairs_check", "two held-out halves"):
+                self.known_pairs_top1_ = self._cross_check(K_a, K_b, A, B, rng, n_threads,
+                                                           sizes, plan)
         else:
             self.known_pairs_top1_ = float("nan")
 
-        t = time.perf_counter()
-        if sample is None:
-            sample = scoring_sample(A, B, sample_size=self.confidence_sample,
-                                    csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
-        self.confidence_ = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
+        with _stage(timings, "confidence", "the unpaired self-check"):
+            if sample is None:
+                sample = scoring_sample(A, B, sample_size=self.confidence_sample,
+                                        csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
+            self.confidence_ = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
         self.restart_confidences_ = np.asarray(restart_confidences, dtype=np.float64)
         self.restart_agreement_ = agreement
-        timings["confidence"] = time.perf_counter() - t
         reason = doubtful(self.confidence_, self.restart_agreement_, self.known_pairs_top1_)
         if reason:
             warnings.warn(f"the alignment is doubtful: {reason}", AlignmentWarning, stacklevel=4)
@@ -389,18 +400,19 @@ class MiniVec2Vec:
         weighted into every pass."""
         seeded = known_cross_covariance is not None
         prior = self.known_pairs_weight * known_cross_covariance if seeded else None
-        t = time.perf_counter()
-        if sizes["refine_clusters"] and not seeded:
-            W = refine_clusters(W, A, B, n_clusters=sizes["refine_clusters"], alpha=self.alpha,
-                                reproject=self.reproject, rng=rng, n_threads=n_threads)
-        timings["refine_clusters"] = timings.get("refine_clusters", 0.0) + time.perf_counter() - t
-
-        t = time.perf_counter()
-        W = refine_mutual(W, A, B, n_iter=self.mutual_iter, sample_size=sizes["mutual_sample"],
-                          final_sample_size=sizes["mutual_final_sample"],
-                          csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads,
-                          memory_limit=plan["knn_mutual"], prior_cross_covariance=prior)
-        timings["refine_mutual"] = timings.get("refine_mutual", 0.0) + time.perf_counter() - t
+        with _stage(timings, "refine_clusters", f"{sizes['refine_clusters']} clusters"):
+            if sizes["refine_clusters"] and not seeded:
+                W = refine_clusters(W, A, B, n_clusters=sizes["refine_clusters"],
+                                    alpha=self.alpha, reproject=self.reproject, rng=rng,
+                                    n_threads=n_threads)
+        with _stage(timings, "refine_mutual",
+                    f"{self.mutual_iter} passes, {sizes['mutual_sample']} -> "
+                    f"{sizes['mutual_final_sample']} rows per side"):
+            W = refine_mutual(W, A, B, n_iter=self.mutual_iter,
+                              sample_size=sizes["mutual_sample"],
+                              final_sample_size=sizes["mutual_final_sample"],
+                              csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads,
+                              memory_limit=plan["knn_mutual"], prior_cross_covariance=prior)
         return W
 
     def _cross_check(self, K_a, K_b, A, B, rng, n_threads, sizes, plan):
@@ -435,6 +447,7 @@ class MiniVec2Vec:
         restart_confidences = []
 
         def run_restart(restart_rng):
+            logger.info("restart %d: started", len(restarts) + 1)
             W, anchors = self._initial_map(A, B, restart_rng, n_threads, sizes, plan, timings)
             restarts.append((W, anchors, restart_rng))
             if sample is not None:      # a single restart has nothing to be chosen against
@@ -468,32 +481,26 @@ class MiniVec2Vec:
     def _initial_map(self, A, B, rng, n_threads, sizes, plan, timings):
         """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1, and refine-transport on
         small inputs): one restart."""
-        t = time.perf_counter()
-        anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
-                                sample_size=sizes["anchor_sample"], qap_restarts=self.qap_restarts,
-                                rng=rng, n_threads=n_threads)
-        timings["anchors"] = timings.get("anchors", 0.0) + time.perf_counter() - t
-
-        t = time.perf_counter()
-        M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
-                                         sizes["n_neighbors"], n_threads,
-                                         plan["knn_pseudo_pairs"])
-        W = procrustes(M)
-        timings["pseudo_pairs"] = timings.get("pseudo_pairs", 0.0) + time.perf_counter() - t
-
-        t = time.perf_counter()
-        W = refine_matching(W, A, B, n_iter=self.refine_iter, sample_size=sizes["refine_sample"],
-                            n_neighbors=sizes["refine_neighbors"], alpha=self.alpha,
-                            reproject=self.reproject, rng=rng, n_threads=n_threads,
-                            memory_limit=plan["knn_refine"])
-        timings["refine_matching"] = (timings.get("refine_matching", 0.0)
-                                      + time.perf_counter() - t)
-
-        t = time.perf_counter()
-        W = refine_transport(W, A, B, n_iter=sizes["transport_iter"],
-                             sample_size=self.transport_rows, rng=rng, n_threads=n_threads)
-        timings["refine_transport"] = (timings.get("refine_transport", 0.0)
-                                       + time.perf_counter() - t)
+        with _stage(timings, "anchors", f"{self.n_runs} runs of k-means with "
+                    f"{sizes['n_clusters']} clusters on {sizes['anchor_sample']} rows per side"):
+            anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
+                                    sample_size=sizes["anchor_sample"],
+                                    qap_restarts=self.qap_restarts, rng=rng, n_threads=n_threads)
+        with _stage(timings, "pseudo_pairs", f"{A.shape[0]} + {B.shape[0]} rows"):
+            M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
+                                             sizes["n_neighbors"], n_threads,
+                                             plan["knn_pseudo_pairs"])
+            W = procrustes(M)
+        with _stage(timings, "refine_matching",
+                    f"{self.refine_iter} steps of {sizes['refine_sample']} rows"):
+            W = refine_matching(W, A, B, n_iter=self.refine_iter,
+                                sample_size=sizes["refine_sample"],
+                                n_neighbors=sizes["refine_neighbors"], alpha=self.alpha,
+                                reproject=self.reproject, rng=rng, n_threads=n_threads,
+                                memory_limit=plan["knn_refine"])
+        with _stage(timings, "refine_transport", f"{sizes['transport_iter']} steps"):
+            W = refine_transport(W, A, B, n_iter=sizes["transport_iter"],
+                                 sample_size=self.transport_rows, rng=rng, n_threads=n_threads)
         return W, anchors
 
     # ------------------------------------------------------------------ transform
@@ -659,6 +666,50 @@ class MiniVec2Vec:
                                    "a list of numbers)") from None
         model.n_features_a_, model.n_features_b_ = W.shape
         return model
+
+
+@contextlib.contextmanager
+def _stage(timings, name, what=""):
+    """Time one stage into ``timings[name]`` (summed over restarts) and log its start and end
+    on the ``minivec2vec`` logger."""
+    logger.info("%s: started%s", name, f" ({what})" if what else "")
+    t = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - t
+    timings[name] = timings.get(name, 0.0) + seconds
+    logger.info("%s: done in %.1f s", name, seconds)
+
+
+class _ElapsedFilter(logging.Filter):
+    def __init__(self):
+        super().__init__()
+        self.t0 = time.perf_counter()
+
+    def filter(self, record):
+        record.elapsed = time.perf_counter() - self.t0
+        return True
+
+
+@contextlib.contextmanager
+def _stage_log_to_stderr(verbose):
+    """With ``verbose``, show the ``minivec2vec`` logger's INFO records on stderr for the
+    duration of a fit, each with the seconds since the fit began (an application that
+    configured logging itself gets them through its own handlers instead)."""
+    if not verbose:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("minivec2vec [%(elapsed)7.1f s] %(message)s"))
+    handler.addFilter(_ElapsedFilter())
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _finite_or_none(value):
