@@ -13,7 +13,7 @@ from minivec2vec.etl import file_sha256
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("model", ["minilm", "wordllama"])
+@pytest.mark.parametrize("model", ["minilm", "wordllama", "e5"])
 def test_shipped_sample_is_the_first_rows_of_the_real_data(shared_data, model):
     expected = json.loads((shared_data / "SHA256.json").read_text())[f"{model}.npy"]
     assert file_sha256(shared_data / f"{model}.npy") == expected

@@ -1,7 +1,7 @@
-"""The real sample shipped with the package (WordNet glosses embedded by two models).
+"""The real sample shipped with the package (WordNet glosses embedded by three models).
 
-5000 row-aligned rows of all-MiniLM-L6-v2 (384-d) and WordLlama (256-d), float16, with their
-texts; see ``data/sample.json`` and ``data/LICENSE-WordNet.txt`` (WordNet 3.0 Copyright 2006 by
+5000 row-aligned rows of all-MiniLM-L6-v2 (384-d), WordLlama (256-d) and multilingual-e5-small
+(384-d), float16, with their texts; see ``data/sample.json`` and ``data/LICENSE-WordNet.txt`` (WordNet 3.0 Copyright 2006 by
 Princeton University. All rights reserved.).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from ._errors import InvalidParameterError
 from .protocol import Split, random_rotation, split
 
-SAMPLE_MODELS = ("minilm", "wordllama")
+SAMPLE_MODELS = ("minilm", "wordllama", "e5")
 SAMPLE_POOL = 1000
 
 
@@ -22,7 +22,7 @@ def _data_path(name):
 
 
 def load_sample(model):
-    """The (5000, d) float16 embeddings of the sample by ``model`` ('minilm' or 'wordllama')."""
+    """The (5000, d) float16 embeddings of the sample by ``model`` (one of SAMPLE_MODELS)."""
     if model not in SAMPLE_MODELS:
         raise InvalidParameterError(f"model: expected one of {SAMPLE_MODELS}, got {model!r}")
     with _data_path(f"{model}.npy").open("rb") as fh:
