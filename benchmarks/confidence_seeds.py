@@ -1,4 +1,4 @@
-"""Does the unpaired confidence score separate good fits from failed ones? (issue 6.2)
+"""Does the unpaired confidence score separate good fits from failed ones?
 
 Fits MiniVec2Vec on the protocol split of ../shared/data for many seeds, with the default
 settings and with deliberately weakened settings that fail, on reduced training sizes

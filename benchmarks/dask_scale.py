@@ -1,4 +1,4 @@
-"""Fit and transform on Dask against one machine, at scale (issue 5's target: 1,000,000 x 768
+"""Fit and transform on Dask against one machine, at scale (target: 1,000,000 x 768
 per side on a 2-worker local cluster, same W as one machine).
 
     # 1. an n x d pair as .npy shards (the project's generator)

@@ -1,6 +1,6 @@
 """How much do independent restarts agree when they failed, and when they found the map?
 
-Calibrates ``AGREEMENT_THRESHOLD`` (issue 6.2; docs/reliability.md, session 7). For each seed,
+Calibrates ``AGREEMENT_THRESHOLD`` (docs/reliability.md, 2026-11-27). For each seed,
 fits MiniVec2Vec on the protocol split of ../shared/data (B's coordinates rotated, ``--rows``
 training rows per side) with ``--restarts`` restarts and no extra ones, records every restart's
 map after refine-1 (the maps the check compares), and prints each restart's top-1 on the test

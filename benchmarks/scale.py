@@ -1,4 +1,4 @@
-"""Issue 4 measurements on a synthetic pair written by ``minivec2vec generate``.
+"""Scale measurements on a synthetic pair written by ``minivec2vec generate``.
 
     python benchmarks/scale.py fit DIR --memory-limit 2GB [--fit-sample N] [--in-memory-rows N]
         fit on the shard directories DIR/a, DIR/b (streamed), or with --in-memory-rows on the

@@ -21,7 +21,7 @@ failed restarts land in unrelated local optima. This is the score that separates
 failed fits across model pairs; ``confidence_`` ranks failed minilm-static fits above good
 wordllama -> minilm ones.
 
-Measured on the restarts of 40 fits at 10,000 rows per side (docs/reliability.md, session 7;
+Measured on the restarts of 40 fits at 10,000 rows per side (docs/reliability.md, 2026-11-27;
 top-1 of each restart's map judged with the pairs): the 120 pairs among four restarts of 20
 failed minilm -> minilm-static fits agree 0.05-0.33 (3 above 0.30). On wordllama -> minilm, two
 good restarts (top-1 >= 0.40) agree 0.55-0.77, a good and a failed one (top-1 < 0.05)
