@@ -408,3 +408,98 @@ def test_cli_apply_n_threads_gives_the_same_bytes(tmp_path, fitted):
                      "--chunk-rows", "3000", *threads]) == 0
         outputs.append(_sha(out))
     assert outputs[0] == outputs[1]
+
+
+# ---------------------------------------------------------------------------- Parquet output
+def _table_with_metadata(tmp_path, X):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    n = X.shape[0]
+    table = pa.table({"id": pa.array([f"doc-{i}" for i in range(n)]),
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)),
+                                                                     X.shape[1]),
+                      "year": pa.array(np.arange(n) % 50 + 1970, type=pa.int16())})
+    path = tmp_path / "store.parquet"
+    pq.write_table(table, path, row_group_size=1800)
+    return path, table
+
+
+def test_apply_parquet_carries_every_other_column_in_order(tmp_path, fitted):
+    pq = pytest.importorskip("pyarrow.parquet")
+    map_path, inputs = fitted
+    X = open_source(inputs).read(0, 10_000)
+    path, table = _table_with_metadata(tmp_path, X)
+    model = MiniVec2Vec.load(map_path)
+    out = tmp_path / "mapped.parquet"
+    sidecar = apply_map(str(map_path), str(path), out, chunk_rows=1500, progress=False)
+    got = pq.read_table(out)
+    assert got.column_names == ["id", "embedding", "year"]          # replaced in place
+    assert got.column("id").equals(table.column("id"))
+    assert got.column("year").equals(table.column("year"))
+    vectors = np.asarray(got.column("embedding").combine_chunks().flatten()).reshape(10_000, -1)
+    assert vectors.dtype == np.float32
+    assert vectors.tobytes() == model.transform(X).tobytes()
+    assert pq.ParquetFile(out).metadata.num_row_groups == 7          # one per chunk
+    assert sidecar["output_format"] == "parquet" and sidecar["rows"] == 10_000
+    assert not (tmp_path / "mapped.parquet.partial.d").exists()
+
+    # under a new column name the input column stays as it was
+    out2 = tmp_path / "both.parquet"
+    assert main(["apply", str(map_path), str(path), "-o", str(out2), "--output-column",
+                 "embedding_b", "--quiet", "--chunk-rows", "4000"]) == 0
+    both = pq.read_table(out2)
+    assert both.column_names == ["id", "embedding", "year", "embedding_b"]
+    assert both.column("embedding").equals(table.column("embedding"))
+    assert (np.asarray(both.column("embedding_b").combine_chunks().flatten()).tobytes()
+            == vectors.tobytes())
+    # a name the input already uses is refused before anything is written
+    bad = tmp_path / "bad.parquet"
+    assert main(["apply", str(map_path), str(path), "-o", str(bad), "--output-column", "id",
+                 "--quiet"]) == 2
+    assert not bad.exists() and not (tmp_path / "bad.parquet.partial.d").exists()
+
+
+def test_apply_parquet_resumes_byte_identical(tmp_path, fitted):
+    pytest.importorskip("pyarrow")
+    map_path, inputs = fitted
+    path, _ = _table_with_metadata(tmp_path, open_source(inputs).read(0, 10_000))
+    reference = tmp_path / "ref.parquet"
+    apply_map(str(map_path), str(path), reference, chunk_rows=1500, progress=False)
+    out = tmp_path / "out.parquet"
+
+    def stop_after_3(n_chunks):
+        if n_chunks == 3:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        apply_map(str(map_path), str(path), out, chunk_rows=1500, progress=False,
+                  _after_chunk=stop_after_3)
+    assert not out.exists()   # never a half-written output
+    assert json.loads((tmp_path / "out.parquet.partial.json").read_text())["rows_done"] == 4500
+    seen = []
+    apply_map(str(map_path), str(path), out, chunk_rows=1500, progress=False,
+              _after_chunk=seen.append)
+    assert len(seen) == 4          # only the missing chunks were computed
+    assert out.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "out.parquet.partial.json").exists()
+
+
+def test_apply_npy_input_to_parquet_writes_the_vectors_alone(tmp_path, fitted):
+    pq = pytest.importorskip("pyarrow.parquet")
+    map_path, inputs = fitted
+    out = tmp_path / "v.parquet"
+    apply_map(str(map_path), inputs, out, chunk_rows=3000, progress=False, inverse=True,
+              output_column="vec")
+    got = pq.read_table(out)
+    assert got.column_names == ["vec"]
+    model = MiniVec2Vec.load(map_path)
+    assert (np.asarray(got.column("vec").combine_chunks().flatten()).tobytes()
+            == model.inverse_transform(inputs).tobytes())
+
+
+def test_output_column_needs_a_parquet_output(tmp_path, fitted):
+    from minivec2vec import InvalidParameterError
+    map_path, inputs = fitted
+    with pytest.raises(InvalidParameterError, match="only a Parquet output"):
+        apply_map(str(map_path), inputs, tmp_path / "v.npy", output_column="vec", progress=False)
+    assert not (tmp_path / "v.npy").exists() and not (tmp_path / "v.npy.partial").exists()

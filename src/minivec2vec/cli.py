@@ -106,7 +106,8 @@ def _cmd_apply(args):
     sidecar = apply_map(model, args.input, args.output, map_path=args.map,
                         add_mean=args.add_mean, memory_limit=args.memory_limit,
                         chunk_rows=args.chunk_rows, progress=not args.quiet,
-                        column=args.column, n_threads=args.n_threads, inverse=args.inverse)
+                        column=args.column, n_threads=args.n_threads, inverse=args.inverse,
+                        output_column=args.output_column)
     seconds = time.perf_counter() - t0
     _emit(args, {"output": args.output, "rows": sidecar["rows"], "dim": sidecar["dim"],
                  "sidecar": args.output + ".json", "seconds": round(seconds, 2),
@@ -237,7 +238,12 @@ def build_parser():
     apply_.add_argument("map")
     apply_.add_argument("input", help=".npy, .parquet, or a directory of shards (space A; "
                                                  "space B with --inverse)")
-    apply_.add_argument("-o", "--output", required=True, help=".npy file to write (float32)")
+    apply_.add_argument("-o", "--output", required=True,
+                        help=".npy file to write (float32), or .parquet: a Parquet input's "
+                             "other columns are carried through, in order")
+    apply_.add_argument("--output-column", default=None, metavar="NAME",
+                        help="with a .parquet output: write the mapped vectors as this new "
+                             "column (default: replace the embedding column)")
     apply_.add_argument("--add-mean", action="store_true",
                         help="rescale and add B's training mean back (raw B-like vectors)")
     apply_.add_argument("--inverse", action="store_true",

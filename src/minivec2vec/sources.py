@@ -291,6 +291,33 @@ class ParquetSource(EmbeddingSource):
                     block_start += filled
                     filled = 0
 
+    def blocks_with_columns(self, block_rows, first=0):
+        """(start, embedding rows, pyarrow Table of ALL columns of those rows) per block, in
+        order, the blocks cut as :meth:`blocks` cuts them: the other columns travel with their
+        vectors (Parquet output keeps ids and metadata)."""
+        import pyarrow as pa
+        pending, filled, block_start = [], 0, first
+        target = min(block_rows, self.n_rows - first)
+        for pf, start in zip(self._files, self._starts):
+            for batch in pf.iter_batches(batch_size=8192):
+                if start + batch.num_rows <= first:
+                    start += batch.num_rows
+                    continue    # Parquet cannot seek: read and skip
+                pos = max(0, first - start)
+                while pos < batch.num_rows:
+                    take = min(target - filled, batch.num_rows - pos)
+                    pending.append(batch.slice(pos, take))
+                    filled += take
+                    pos += take
+                    if filled == target:
+                        table = pa.Table.from_batches(pending).combine_chunks()
+                        rows = self._to_numpy(table.column(self.column), block_start)
+                        yield block_start, rows, table
+                        block_start += filled
+                        pending, filled = [], 0
+                        target = min(block_rows, self.n_rows - block_start)
+                start += batch.num_rows
+
     def read(self, start, stop):
         out = np.empty((stop - start, self.n_features), dtype=self.dtype)
         pos = start
