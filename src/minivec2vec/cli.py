@@ -100,7 +100,9 @@ def _cmd_apply(args):
     from ._validation import check_output_path
     from .etl import apply_map
     from .model import MiniVec2Vec
-    check_output_path(args.output, "output")
+    from .stores import parse
+    store = parse(args.output)
+    check_output_path(store[1] if store else args.output, "output")
     model = MiniVec2Vec.load(args.map)
     t0 = time.perf_counter()
     sidecar = apply_map(model, args.input, args.output, map_path=args.map,
@@ -110,7 +112,7 @@ def _cmd_apply(args):
                         output_column=args.output_column)
     seconds = time.perf_counter() - t0
     _emit(args, {"output": args.output, "rows": sidecar["rows"], "dim": sidecar["dim"],
-                 "sidecar": args.output + ".json", "seconds": round(seconds, 2),
+                 "sidecar": (store[1] if store else args.output) + ".json", "seconds": round(seconds, 2),
                  "rows_per_second": round(sidecar["rows"] / max(seconds, 1e-9))})
 
 

@@ -96,6 +96,10 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     source = open_source(X, "input", column=column)
     model._check_input_features(source, inverse)
     output = os.fspath(output)
+    from . import stores
+    if stores.parse(output) is not None:
+        return _apply_to_store(model, source, output, add_mean=add_mean, n_threads=n_threads,
+                               inverse=inverse, map_path=map_path)
     check_output_path(output, "output")
     if output.endswith(".parquet"):
         return _apply_to_parquet(model, source, output, map_path=map_path, add_mean=add_mean,
@@ -304,6 +308,38 @@ def _apply_to_parquet(model, source, output, *, map_path, add_mean, memory_limit
     os.unlink(journal_path)
     shutil.rmtree(fragments, ignore_errors=True)
     sidecar["seconds_this_run"] = seconds
+    return sidecar
+
+
+def _apply_to_store(model, source, output, *, add_mean, n_threads, inverse, map_path):
+    """A new vector store of the input store's kind, holding the mapped vectors under the
+    input's ids (see :mod:`minivec2vec.stores`). The store is built in memory, as FAISS
+    indexes are, then written under a temporary name and renamed."""
+    from . import stores
+    scheme, path = stores.parse(output)
+    store = stores.module(scheme)
+    source_kind = type(source).__module__
+    if source_kind != store.__name__:
+        raise InvalidParameterError(f"output {output!r}: a {scheme} store is written from a "
+                                    f"{scheme} input (it copies its type and ids); the input "
+                                    f"is {source.describe()}")
+    check_output_path(path, "output")
+    d_out = model.n_features_a_ if inverse else model.n_features_b_
+    W = model._map_matrix(inverse)
+    mapped = np.empty((source.n_rows, d_out), dtype=np.float32)
+    t_start = time.perf_counter()
+    for start, block in source.blocks(65536):
+        model._transform_block(block, start, W, add_mean, mapped[start:start + block.shape[0]],
+                               n_threads, inverse)
+    store.write(path, source, mapped, d_out)
+    from . import __version__
+    sidecar = {"format": SIDECAR_FORMAT, "map": os.path.abspath(map_path) if map_path else None,
+               "map_sha256": _map_digest(model, map_path), "input": source.describe(),
+               "input_files": source.fingerprint(), "rows": source.n_rows, "dim": d_out,
+               "dtype": "float32", "add_mean": bool(add_mean), "inverse": bool(inverse),
+               "output_format": scheme, "minivec2vec_version": __version__}
+    _write_json_atomic(path + ".json", sidecar)
+    sidecar["seconds_this_run"] = time.perf_counter() - t_start
     return sidecar
 
 

@@ -358,10 +358,14 @@ def open_source(X, name="X", column=None) -> EmbeddingSource:
     """The source for X: an :class:`EmbeddingSource` (returned as is), a numpy array (a
     memory-mapped ``.npy`` is read from its file, not through the mapping), a path to a ``.npy``
     or ``.parquet`` file, a directory of ``.npy`` or ``.parquet`` shards (sorted by name), or a
-    list of such paths. ``column`` names the Parquet embedding column (default: the only
-    fixed-size list column)."""
+    list of such paths, or a vector store named ``SCHEME:PATH`` (:mod:`minivec2vec.stores`,
+    e.g. ``faiss:vectors.index``). ``column`` names the Parquet embedding column (default: the
+    only fixed-size list column)."""
     if isinstance(X, EmbeddingSource):
         return X
+    from . import stores
+    if stores.parse(X) is not None:     # a vector store, e.g. "faiss:vectors.index"
+        return stores.open_store(X, name)
     if isinstance(X, np.memmap) and getattr(X, "filename", None) and X.ndim == 2:
         whole = _whole_npy_memmap(X)
         if whole is not None:

@@ -1,0 +1,171 @@
+"""FAISS index files (``faiss:PATH``): flat, HNSW-flat and IVF-flat indexes, with their ids.
+
+Reading gives the stored float32 vectors back exactly: flat and HNSW-flat indexes through
+``reconstruct_n``, IVF-flat ones list by list from their inverted lists (the order of the rows
+is the lists' order; each row keeps its id). Indexes that store lossy codes (PQ, SQ, LSH, ...)
+are refused: their vectors cannot be given back, only approximations of them. An
+``IndexIDMap`` / ``IndexIDMap2`` wrapper gives the ids; without one, a row's id is its position.
+Writing builds a new index of the same type (same metric; the same M / efConstruction for
+HNSW; the same nlist for IVF, its coarse quantizer trained on the mapped vectors with a fixed
+seed) over the mapped vectors with the same ids.
+"""
+from __future__ import annotations
+
+import builtins as _builtins
+import os
+
+import numpy as np
+
+from .._errors import (DimensionMismatchError, InputFileError, MissingDependencyError,
+                       PathNotFoundError)
+from ..sources import EmbeddingSource
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise MissingDependencyError("FAISS indexes need faiss: pip install "
+                                     "'minivec2vec[faiss]'") from None
+    return faiss
+
+
+def _kind(faiss, index):
+    """'flat', 'hnsw' or 'ivf' for the index types whose vectors can be read back."""
+    if isinstance(index, faiss.IndexFlat):
+        return "flat"
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return "hnsw"
+    if isinstance(index, faiss.IndexIVFFlat):
+        return "ivf"
+    raise InputFileError(
+        f"a {type(index).__name__} stores compressed codes, not the vectors themselves "
+        "(product or scalar quantisation, ...): minivec2vec cannot read vectors back from it "
+        "without loss; map the original vectors, or an IndexFlat / IndexHNSWFlat / "
+        "IndexIVFFlat built from them")
+
+
+class FaissIndexSource(EmbeddingSource):
+    """The vectors and ids of a FAISS index file, read in full into memory (FAISS indexes live
+    in memory), float32."""
+
+    def __init__(self, path, name="X"):
+        faiss = _faiss()
+        self.name, self.path = name, os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise PathNotFoundError(f"{name}: no such FAISS index file {self.path!r}")
+        try:
+            index = faiss.read_index(self.path)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputFileError(f"{name}: {self.path!r} is not a readable FAISS index "
+                                 f"({first[:200]})") from None
+        self.id_map = None
+        self._owner = index     # owns the C++ index: the downcast views below only borrow it
+        index = faiss.downcast_index(index)
+        if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+            self.id_map = type(index).__name__
+            ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+            self._id_map_view = index
+            index = faiss.downcast_index(index.index)
+        else:
+            ids = None
+        self.kind = _kind(faiss, index)
+        self.index = index
+        self.metric = int(index.metric_type)
+        self.n_rows, self.n_features, self.dtype = int(index.ntotal), int(index.d), np.dtype(np.float32)
+        if self.kind == "ivf":
+            self._vectors, own_ids = self._read_inverted_lists(faiss, index)
+            if ids is None:
+                ids = own_ids
+            else:   # IVF under an IDMap: the inverted lists hold positions into the id map
+                ids = ids[own_ids]
+        else:
+            self._vectors = None
+            if ids is None:
+                ids = np.arange(self.n_rows, dtype=np.int64)
+        if ids.shape[0] != self.n_rows:
+            raise InputFileError(f"{name}: {self.path!r} has {ids.shape[0]} ids for "
+                                 f"{self.n_rows} vectors")
+        self._ids = ids
+
+    def _read_inverted_lists(self, faiss, index):
+        invlists = index.invlists
+        vectors, ids = [], []
+        for lst in range(index.nlist):
+            size = invlists.list_size(lst)
+            if size == 0:
+                continue
+            codes = faiss.rev_swig_ptr(invlists.get_codes(lst), size * invlists.code_size)
+            vectors.append(np.frombuffer(bytes(codes), dtype=np.float32).reshape(size, index.d))
+            ids.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).astype(np.int64))
+        if not vectors:
+            return np.empty((0, index.d), np.float32), np.empty(0, np.int64)
+        return np.concatenate(vectors), np.concatenate(ids)
+
+    def ids(self):
+        return self._ids
+
+    def read(self, start, stop):
+        if self._vectors is not None:
+            return np.array(self._vectors[start:stop])
+        if stop <= start:
+            return np.empty((0, self.n_features), np.float32)
+        return np.asarray(self.index.reconstruct_n(start, stop - start), dtype=np.float32)
+
+    def blocks(self, block_rows, first=0):
+        for start in range(first, self.n_rows, block_rows):
+            yield start, self.read(start, min(start + block_rows, self.n_rows))
+
+    def fingerprint(self):
+        return [[os.path.abspath(self.path), os.path.getsize(self.path),
+                 os.stat(self.path).st_mtime_ns]]
+
+    def describe(self):
+        return f"FAISS {type(self.index).__name__} {os.path.abspath(self.path)}"
+
+
+def open(path, name="X"):  # noqa: A001 (the store interface's name)
+    return FaissIndexSource(path, name)
+
+
+def write(path, source, mapped, d_out, seed=0):
+    """A new index of ``source``'s type at ``path`` holding ``mapped`` (float32, n x d_out,
+    row i = source row i) under the source's ids; written to ``path + '.partial'`` and renamed."""
+    faiss = _faiss()
+    mapped = np.ascontiguousarray(mapped, dtype=np.float32)
+    if mapped.shape != (source.n_rows, d_out):
+        raise DimensionMismatchError(f"mapped vectors have shape {mapped.shape}, expected "
+                                     f"({source.n_rows}, {d_out})")
+    if source.kind == "flat":
+        index = faiss.IndexFlat(d_out, source.metric)
+    elif source.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d_out, source.index.hnsw.nb_neighbors(1), source.metric)
+        index.hnsw.efConstruction = source.index.hnsw.efConstruction
+        index.hnsw.efSearch = source.index.hnsw.efSearch
+    else:
+        quantizer = faiss.IndexFlat(d_out, source.metric)
+        index = faiss.IndexIVFFlat(quantizer, d_out, source.index.nlist, source.metric)
+        index.nprobe = source.index.nprobe
+        index.cp.seed = seed
+        index.train(mapped)
+    ids = source.ids()
+    wrapped = index
+    if source.id_map is not None or source.kind == "ivf":
+        if source.kind == "ivf" and source.id_map is None:
+            index.add_with_ids(mapped, ids)
+        else:
+            wrapped = getattr(faiss, source.id_map)(index)
+            wrapped.add_with_ids(mapped, ids)
+    else:
+        index.add(mapped)
+    partial = path + ".partial"
+    try:
+        faiss.write_index(wrapped, partial)
+        with _builtins.open(partial, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
