@@ -165,8 +165,8 @@ def transform(model, X, add_mean=False, inverse=False):
     float32 (n, d_out), same row chunks as X. W is one key of the graph, shipped once to each
     worker."""
     _, da = _import_dask()
-    X = check_dask_embeddings(X, "X", n_features=model.n_features_b_ if inverse
-                              else model.n_features_a_)
+    X = check_dask_embeddings(X, "X", n_features=model.W_.shape[1] if inverse
+                              else model.W_.shape[0])
     W32 = model._map_matrix(inverse)
     mean_in, mean_out, scale_out = model._map_frames(inverse)
     W_dask = da.from_array(W32, chunks=W32.shape)

@@ -112,7 +112,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     if inverse and add_mean and not np.isfinite(getattr(model, "scale_a_", np.nan)):
         raise MapFileError("inverse with add_mean needs A's scale, which map files written by "
                            "minivec2vec before 0.1.0 of 2026-12-03 lack; refit, or drop add_mean")
-    d_out = model.n_features_a_ if inverse else model.n_features_b_
+    d_out = model.W_.shape[0] if inverse else model.W_.shape[1]
     planned = _planned_chunk(source, d_out, memory_limit, chunk_rows)
     map_digest = _map_digest(model, map_path)
 
@@ -210,7 +210,7 @@ def _apply_to_parquet(model, source, output, *, map_path, add_mean, memory_limit
     import pyarrow as pa
     import pyarrow.parquet as pq
     from .sources import ParquetSource
-    d_out = model.n_features_a_ if inverse else model.n_features_b_
+    d_out = model.W_.shape[0] if inverse else model.W_.shape[1]
     if isinstance(source, ParquetSource):
         schemas = [pf.schema_arrow.remove_metadata() for pf in source._files]
         if any(not sc.equals(schemas[0]) for sc in schemas[1:]):
@@ -324,7 +324,7 @@ def _apply_to_store(model, source, output, *, add_mean, n_threads, inverse, map_
                                     f"{scheme} input (it copies its type and ids); the input "
                                     f"is {source.describe()}")
     check_output_path(path, "output")
-    d_out = model.n_features_a_ if inverse else model.n_features_b_
+    d_out = model.W_.shape[0] if inverse else model.W_.shape[1]
     W = model._map_matrix(inverse)
     mapped = np.empty((source.n_rows, d_out), dtype=np.float32)
     t_start = time.perf_counter()

@@ -546,7 +546,7 @@ class MiniVec2Vec:
             return _dask.transform(self, X, add_mean, inverse=inverse)
         source = open_source(X, "X")
         self._check_input_features(source, inverse)
-        d_out = self.n_features_a_ if inverse else self.n_features_b_
+        d_out = self.W_.shape[0] if inverse else self.W_.shape[1]
         out_bytes = 4 * source.n_rows * d_out
         rows = chunk_rows(working_budget(memory_limit, "transform"), source.n_features,
                           source.dtype.itemsize, d_out, out_bytes,
@@ -565,7 +565,7 @@ class MiniVec2Vec:
         return np.ascontiguousarray(self.W_.T if inverse else self.W_, dtype=np.float32)
 
     def _check_input_features(self, source, inverse=False):
-        expected = self.n_features_b_ if inverse else self.n_features_a_
+        expected = self.W_.shape[1] if inverse else self.W_.shape[0]
         if source.n_features != expected:
             raise DimensionMismatchError(
                 f"{source.name}: has {source.n_features} features, expected {expected} "
