@@ -167,13 +167,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
             bar.close()
     seconds = time.perf_counter() - t_start
 
-    sidecar = {"format": SIDECAR_FORMAT, "map": os.path.abspath(map_path) if map_path else None,
-               "map_sha256": map_digest, "input": source.describe(),
-               "input_files": source.fingerprint(), "rows": source.n_rows, "dim": d_out,
-               "dtype": "float32", "input_dtype": str(source.dtype),
-               "add_mean": bool(add_mean), "inverse": bool(inverse), "chunk_rows": chunk}
-    from . import __version__
-    sidecar["minivec2vec_version"] = __version__
+    sidecar = _sidecar(source, map_path, map_digest, d_out, add_mean, inverse, chunk_rows=chunk)
     _write_json_atomic(output + ".json", sidecar)
     os.replace(partial, output)
     os.unlink(journal_path)
@@ -192,6 +186,16 @@ def _planned_chunk(source, d_out, memory_limit, chunk_rows):
                               f" (at most {planned} rows per chunk)")
         planned = chunk_rows
     return planned
+
+
+def _sidecar(source, map_path, map_digest, d_out, add_mean, inverse, **extra):
+    """The JSON sidecar of an apply output: the map, the input, the rows and the options."""
+    from . import __version__
+    return {"format": SIDECAR_FORMAT, "map": os.path.abspath(map_path) if map_path else None,
+            "map_sha256": map_digest, "input": source.describe(),
+            "input_files": source.fingerprint(), "rows": source.n_rows, "dim": d_out,
+            "dtype": "float32", "input_dtype": str(source.dtype), "add_mean": bool(add_mean),
+            "inverse": bool(inverse), **extra, "minivec2vec_version": __version__}
 
 
 def _map_digest(model, map_path):
@@ -295,14 +299,8 @@ def _apply_to_parquet(model, source, output, *, map_path, add_mean, memory_limit
     with open(partial, "rb") as fh:
         os.fsync(fh.fileno())
     seconds = time.perf_counter() - t_start
-    from . import __version__
-    sidecar = {"format": SIDECAR_FORMAT, "map": os.path.abspath(map_path) if map_path else None,
-               "map_sha256": map_digest, "input": source.describe(),
-               "input_files": source.fingerprint(), "rows": source.n_rows, "dim": d_out,
-               "dtype": "float32", "input_dtype": str(source.dtype),
-               "add_mean": bool(add_mean), "inverse": bool(inverse), "chunk_rows": chunk,
-               "output_format": "parquet", "output_column": target,
-               "minivec2vec_version": __version__}
+    sidecar = _sidecar(source, map_path, map_digest, d_out, add_mean, inverse, chunk_rows=chunk,
+                       output_format="parquet", output_column=target)
     _write_json_atomic(output + ".json", sidecar)
     os.replace(partial, output)
     os.unlink(journal_path)
@@ -332,12 +330,8 @@ def _apply_to_store(model, source, output, *, add_mean, n_threads, inverse, map_
         model._transform_block(block, start, W, add_mean, mapped[start:start + block.shape[0]],
                                n_threads, inverse)
     store.write(path, source, mapped, d_out)
-    from . import __version__
-    sidecar = {"format": SIDECAR_FORMAT, "map": os.path.abspath(map_path) if map_path else None,
-               "map_sha256": _map_digest(model, map_path), "input": source.describe(),
-               "input_files": source.fingerprint(), "rows": source.n_rows, "dim": d_out,
-               "dtype": "float32", "add_mean": bool(add_mean), "inverse": bool(inverse),
-               "output_format": scheme, "minivec2vec_version": __version__}
+    sidecar = _sidecar(source, map_path, _map_digest(model, map_path), d_out, add_mean,
+                       inverse, output_format=scheme)
     _write_json_atomic(path + ".json", sidecar)
     sidecar["seconds_this_run"] = time.perf_counter() - t_start
     return sidecar
