@@ -68,6 +68,18 @@ def rotation_split():
 
 
 @pytest.fixture(scope="session")
+def rotation_map(tmp_path_factory, rotation_split):
+    """A saved map that works (minilm -> rotated minilm, top-1 1.000), for the store tests."""
+    from minivec2vec import MiniVec2Vec
+    path = tmp_path_factory.mktemp("stores") / "m.map"
+    s = rotation_split
+    # known pairs make this fit fast; the map is a near-exact rotation either way
+    MiniVec2Vec(random_state=0, n_threads=1).fit(
+        s.train_a, s.train_b, known_pairs=(s.train_a[:200], s.paired_train_b[:200])).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def cross_split():
     """minilm (384-d) against wordllama (256-d), wordllama's coordinates rotated."""
     return _read_only(sample_split("minilm", "wordllama", rotate_seed=0))

@@ -13,17 +13,6 @@ from minivec2vec.sources import open_source
 faiss = pytest.importorskip("faiss")
 
 
-@pytest.fixture(scope="module")
-def rotation_map(tmp_path_factory, rotation_split):
-    """A map that works (minilm -> rotated minilm, top-1 1.000), saved."""
-    path = tmp_path_factory.mktemp("stores") / "m.map"
-    s = rotation_split
-    # known pairs make this fit fast; the map is a near-exact rotation either way
-    MiniVec2Vec(random_state=0, n_threads=1).fit(
-        s.train_a, s.train_b, known_pairs=(s.train_a[:200], s.paired_train_b[:200])).save(path)
-    return path
-
-
 def _index(kind, X, ids=None, metric=None):
     metric = faiss.METRIC_INNER_PRODUCT if metric is None else metric
     d = X.shape[1]

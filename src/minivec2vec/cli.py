@@ -101,8 +101,8 @@ def _cmd_apply(args):
     from .etl import apply_map
     from .model import MiniVec2Vec
     from .stores import parse
-    store = parse(args.output)
-    check_output_path(store[1] if store else args.output, "output")
+    if parse(args.output) is None:     # a store's writer checks its own target
+        check_output_path(args.output, "output")
     model = MiniVec2Vec.load(args.map)
     t0 = time.perf_counter()
     sidecar = apply_map(model, args.input, args.output, map_path=args.map,
@@ -112,7 +112,8 @@ def _cmd_apply(args):
                         output_column=args.output_column)
     seconds = time.perf_counter() - t0
     _emit(args, {"output": args.output, "rows": sidecar["rows"], "dim": sidecar["dim"],
-                 "sidecar": (store[1] if store else args.output) + ".json", "seconds": round(seconds, 2),
+                 "sidecar": sidecar.get("sidecar_path", args.output + ".json"),
+                 "seconds": round(seconds, 2),
                  "rows_per_second": round(sidecar["rows"] / max(seconds, 1e-9))})
 
 

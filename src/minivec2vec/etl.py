@@ -24,6 +24,7 @@ import numpy as np
 
 from ._errors import (InputFileError, InvalidParameterError, MapFileError, MemoryLimitError,
                       NonFiniteError, ZeroRowError)
+from ._files import write_json_atomic
 from ._threads import resolve_n_threads
 from ._validation import check_output_path
 from ._memory import chunk_rows as plan_chunk_rows, working_budget
@@ -48,15 +49,6 @@ def _npy_header_bytes(shape, dtype):
               "shape": tuple(shape)}
     np.lib.format.write_array_header_1_0(buf, header)
     return buf.getvalue()
-
-
-def _write_json_atomic(path, payload):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=None,
@@ -91,15 +83,18 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     if isinstance(model, (str, os.PathLike)):
         map_path = os.fspath(model)
         model = MiniVec2Vec.load(map_path)
-    model._check_fitted()
+    model._check_mappable(add_mean, inverse)
     n_threads = resolve_n_threads(model.n_threads if n_threads is None else n_threads)
     source = open_source(X, "input", column=column)
     model._check_input_features(source, inverse)
     output = os.fspath(output)
     from . import stores
     if stores.parse(output) is not None:
-        return _apply_to_store(model, source, output, add_mean=add_mean, n_threads=n_threads,
-                               inverse=inverse, map_path=map_path)
+        return _apply_to_store(model, source, output, add_mean=add_mean,
+                               memory_limit=memory_limit, chunk_rows=chunk_rows,
+                               progress=progress, n_threads=n_threads, inverse=inverse,
+                               map_path=map_path, output_column=output_column,
+                               _after_chunk=_after_chunk)
     check_output_path(output, "output")
     if output.endswith(".parquet"):
         return _apply_to_parquet(model, source, output, map_path=map_path, add_mean=add_mean,
@@ -109,9 +104,6 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     if output_column is not None:
         raise InvalidParameterError("output_column: only a Parquet output (.parquet) has "
                                     "columns; a .npy output holds the vectors alone")
-    if inverse and add_mean and not np.isfinite(getattr(model, "scale_a_", np.nan)):
-        raise MapFileError("inverse with add_mean needs A's scale, which map files written by "
-                           "minivec2vec before 0.1.0 of 2026-12-03 lack; refit, or drop add_mean")
     d_out = model.W_.shape[0] if inverse else model.W_.shape[1]
     planned = _planned_chunk(source, d_out, memory_limit, chunk_rows)
     map_digest = _map_digest(model, map_path)
@@ -129,7 +121,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
             fh.write(header)
             fh.truncate(len(header) + source.n_rows * row_bytes)
     journal = dict(identity, chunk_rows=chunk, rows_done=rows_done)
-    _write_json_atomic(journal_path, journal)
+    write_json_atomic(journal_path, journal)
 
     bar = _progress_bar(source.n_rows, rows_done, progress, output)
     W = model._map_matrix(inverse)
@@ -148,7 +140,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
                 written += os.pwrite(fd, data[written:], offset + written)
             os.fsync(fd)
             journal["rows_done"] = stop
-            _write_json_atomic(journal_path, journal)
+            write_json_atomic(journal_path, journal)
             if bar is not None:
                 bar.update(stop - start)
             if _after_chunk is not None:
@@ -168,7 +160,7 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     seconds = time.perf_counter() - t_start
 
     sidecar = _sidecar(source, map_path, map_digest, d_out, add_mean, inverse, chunk_rows=chunk)
-    _write_json_atomic(output + ".json", sidecar)
+    write_json_atomic(output + ".json", sidecar)
     os.replace(partial, output)
     os.unlink(journal_path)
     sidecar["seconds_this_run"] = seconds
@@ -248,7 +240,7 @@ def _apply_to_parquet(model, source, output, *, map_path, add_mean, memory_limit
         shutil.rmtree(fragments)
     os.makedirs(fragments, exist_ok=True)
     journal = dict(identity, chunk_rows=chunk, rows_done=rows_done)
-    _write_json_atomic(journal_path, journal)
+    write_json_atomic(journal_path, journal)
 
     def fragment_path(start):
         return os.path.join(fragments, f"rows-{start:012d}.parquet")
@@ -280,7 +272,7 @@ def _apply_to_parquet(model, source, output, *, map_path, add_mean, memory_limit
                 os.fsync(fh.fileno())
             os.replace(tmp, fragment_path(start))
             journal["rows_done"] = stop
-            _write_json_atomic(journal_path, journal)
+            write_json_atomic(journal_path, journal)
             if bar is not None:
                 bar.update(stop - start)
             if _after_chunk is not None:
@@ -301,7 +293,7 @@ def _apply_to_parquet(model, source, output, *, map_path, add_mean, memory_limit
     seconds = time.perf_counter() - t_start
     sidecar = _sidecar(source, map_path, map_digest, d_out, add_mean, inverse, chunk_rows=chunk,
                        output_format="parquet", output_column=target)
-    _write_json_atomic(output + ".json", sidecar)
+    write_json_atomic(output + ".json", sidecar)
     os.replace(partial, output)
     os.unlink(journal_path)
     shutil.rmtree(fragments, ignore_errors=True)
@@ -309,31 +301,54 @@ def _apply_to_parquet(model, source, output, *, map_path, add_mean, memory_limit
     return sidecar
 
 
-def _apply_to_store(model, source, output, *, add_mean, n_threads, inverse, map_path):
+def _apply_to_store(model, source, output, *, add_mean, memory_limit, chunk_rows, progress,
+                    n_threads, inverse, map_path, output_column, _after_chunk):
     """A new vector store of the input store's kind, holding the mapped vectors under the
-    input's ids (see :mod:`minivec2vec.stores`). The store is built in memory, as FAISS
-    indexes are, then written under a temporary name and renamed."""
+    input's ids with its other fields (see :mod:`minivec2vec.stores`), streamed chunk by chunk
+    under ``memory_limit`` and made visible only when complete."""
     from . import stores
     scheme, path = stores.parse(output)
     store = stores.module(scheme)
-    source_kind = type(source).__module__
-    if source_kind != store.__name__:
+    if type(source).__module__ != store.__name__:
         raise InvalidParameterError(f"output {output!r}: a {scheme} store is written from a "
                                     f"{scheme} input (it copies its type and ids); the input "
                                     f"is {source.describe()}")
-    check_output_path(path, "output")
     d_out = model.W_.shape[0] if inverse else model.W_.shape[1]
+    planned = _planned_chunk(source, d_out, memory_limit, chunk_rows)
+    map_digest = _map_digest(model, map_path)
+    identity = {"map_sha256": map_digest, "input": source.fingerprint(), "rows": source.n_rows,
+                "dim": d_out, "add_mean": bool(add_mean), "inverse": bool(inverse),
+                "dtype": "float32", "format": scheme, "output_column": output_column}
+    writer = store.Writer(path, source, d_out, identity=identity, output_column=output_column,
+                          chunk_rows=planned)
+    rows_done, chunk = writer.rows_done, writer.chunk_rows
+    bar = _progress_bar(source.n_rows, rows_done, progress, output)
     W = model._map_matrix(inverse)
-    mapped = np.empty((source.n_rows, d_out), dtype=np.float32)
+    out = np.empty((min(chunk, max(source.n_rows, 1)), d_out), dtype=np.float32)
     t_start = time.perf_counter()
-    for start, block in source.blocks(65536):
-        model._transform_block(block, start, W, add_mean, mapped[start:start + block.shape[0]],
-                               n_threads, inverse)
-    store.write(path, source, mapped, d_out)
-    sidecar = _sidecar(source, map_path, _map_digest(model, map_path), d_out, add_mean,
-                       inverse, output_format=scheme)
-    _write_json_atomic(path + ".json", sidecar)
+    try:
+        for n_chunks, (start, block, records) in enumerate(
+                source.blocks_with_records(chunk, first=rows_done), 1):
+            stop = start + block.shape[0]
+            mapped = model._transform_block(block, start, W, add_mean, out[:stop - start],
+                                            n_threads, inverse)
+            writer.write(start, mapped, records)
+            if bar is not None:
+                bar.update(stop - start)
+            if _after_chunk is not None:
+                _after_chunk(n_chunks)
+    except (NonFiniteError, ZeroRowError, InputFileError):
+        writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    writer.commit()
+    sidecar = _sidecar(source, map_path, map_digest, d_out, add_mean, inverse,
+                       chunk_rows=chunk, output_format=scheme, output_column=output_column)
+    write_json_atomic(writer.sidecar_path, sidecar)
     sidecar["seconds_this_run"] = time.perf_counter() - t_start
+    sidecar["sidecar_path"] = writer.sidecar_path
     return sidecar
 
 

@@ -535,12 +535,16 @@ class MiniVec2Vec:
         """
         return self._map(X, add_mean, memory_limit, inverse=True)
 
-    def _map(self, X, add_mean, memory_limit, inverse):
+    def _check_mappable(self, add_mean, inverse):
+        """Fitted, and (inverse with add_mean) holding A's scale."""
         self._check_fitted()
         if inverse and add_mean and not np.isfinite(getattr(self, "scale_a_", np.nan)):
             raise MapFileError("inverse_transform(add_mean=True) needs A's scale, which map "
                                "files written by minivec2vec before 0.1.0 of 2026-12-03 lack; "
                                "refit, or use add_mean=False")
+
+    def _map(self, X, add_mean, memory_limit, inverse):
+        self._check_mappable(add_mean, inverse)
         if is_dask_array(X):
             from . import _dask
             return _dask.transform(self, X, add_mean, inverse=inverse)

@@ -359,13 +359,14 @@ def open_source(X, name="X", column=None) -> EmbeddingSource:
     memory-mapped ``.npy`` is read from its file, not through the mapping), a path to a ``.npy``
     or ``.parquet`` file, a directory of ``.npy`` or ``.parquet`` shards (sorted by name), or a
     list of such paths, or a vector store named ``SCHEME:PATH`` (:mod:`minivec2vec.stores`,
-    e.g. ``faiss:vectors.index``). ``column`` names the Parquet embedding column (default: the
-    only fixed-size list column)."""
+    e.g. ``faiss:vectors.index``, ``lance:db/docs.lance``, ``qdrant:db/docs``). ``column`` names
+    the embedding column of a Parquet file or Lance table, or the named vector of a Qdrant
+    collection (default: the only one there is)."""
     if isinstance(X, EmbeddingSource):
         return X
     from . import stores
     if stores.parse(X) is not None:     # a vector store, e.g. "faiss:vectors.index"
-        return stores.open_store(X, name)
+        return stores.open_store(X, name, column=column)
     if isinstance(X, np.memmap) and getattr(X, "filename", None) and X.ndim == 2:
         whole = _whole_npy_memmap(X)
         if whole is not None:

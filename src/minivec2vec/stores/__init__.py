@@ -1,13 +1,25 @@
 """Vector stores as inputs of ``fit`` / ``apply`` and outputs of ``apply``.
 
-A store is named by a URI-like string ``SCHEME:PATH`` (``faiss:vectors.index``). Each store is
-one module of this package with
+A store is named by a URI-like string ``SCHEME:PATH``:
 
-* a source class (an :class:`minivec2vec.sources.EmbeddingSource` that also gives each row's
-  id, ``ids()``), opened by ``open(path, name)``;
-* ``write(path, source, mapped_blocks, d_out)``: a NEW store of the same kind as the source,
-  holding the mapped vectors under the same ids, written to a temporary name and renamed into
-  place when complete.
+* ``faiss:vectors.index``: a FAISS index file (:mod:`.faiss_index`);
+* ``lance:db/docs.lance``: a LanceDB table, the dataset directory (:mod:`.lance_table`);
+* ``qdrant:db/docs``: a Qdrant collection in local mode, ``QdrantClient(path="db")``
+  (:mod:`.qdrant_collection`).
+
+Each store is one module of this package with
+
+* ``open(path, name, column=None)``: a source, an :class:`minivec2vec.sources.EmbeddingSource`
+  that also gives each row's id (``ids()``) and yields, with each block of vectors, the
+  store's own record of those rows (``blocks_with_records(block_rows, first)`` gives
+  ``(start, vectors, records)``; records are ``None`` when the ids are all there is, a pyarrow
+  table of every column for Lance, ids and payloads for Qdrant);
+* ``Writer(path, source, d_out, identity=..., output_column=..., chunk_rows=...)``: a NEW store
+  of the source's kind, fed the mapped blocks in order with ``write(start, mapped, records)``
+  and made visible by ``commit()`` (a rename, or an alias switch), so a failure never leaves a
+  half-written store under the output's name. ``rows_done`` and ``chunk_rows`` say where a
+  rerun with the same ``identity`` resumes (0 when the store cannot resume); ``abort()``
+  removes what was staged; ``sidecar_path`` is where the run's JSON record goes.
 
 Adding a store is adding such a module and a line to ``_SCHEMES``.
 """
@@ -18,7 +30,7 @@ import os
 
 from .._errors import InvalidParameterError
 
-_SCHEMES = {"faiss": "faiss_index"}
+_SCHEMES = {"faiss": "faiss_index", "lance": "lance_table", "qdrant": "qdrant_collection"}
 
 
 def parse(uri):
@@ -37,6 +49,6 @@ def module(scheme):
     return importlib.import_module(f".{_SCHEMES[scheme]}", __name__)
 
 
-def open_store(uri, name="X"):
+def open_store(uri, name="X", column=None):
     scheme, path = parse(uri)
-    return module(scheme).open(path, name)
+    return module(scheme).open(path, name, column=column)

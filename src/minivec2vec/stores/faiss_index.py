@@ -16,8 +16,9 @@ import os
 
 import numpy as np
 
-from .._errors import (DimensionMismatchError, InputFileError, MissingDependencyError,
+from .._errors import (InputFileError, InvalidParameterError, MissingDependencyError,
                        PathNotFoundError)
+from .._validation import check_output_path
 from ..sources import EmbeddingSource
 
 
@@ -117,6 +118,10 @@ class FaissIndexSource(EmbeddingSource):
         for start in range(first, self.n_rows, block_rows):
             yield start, self.read(start, min(start + block_rows, self.n_rows))
 
+    def blocks_with_records(self, block_rows, first=0):
+        for start, block in self.blocks(block_rows, first):
+            yield start, block, None
+
     def fingerprint(self):
         return [[os.path.abspath(self.path), os.path.getsize(self.path),
                  os.stat(self.path).st_mtime_ns]]
@@ -125,47 +130,66 @@ class FaissIndexSource(EmbeddingSource):
         return f"FAISS {type(self.index).__name__} {os.path.abspath(self.path)}"
 
 
-def open(path, name="X"):  # noqa: A001 (the store interface's name)
+def open(path, name="X", column=None):  # noqa: A001 (the store interface's name)
+    if column is not None:
+        raise InvalidParameterError(f"{name}: a FAISS index holds one vector per row; there is "
+                                    f"no column to choose (got column={column!r})")
     return FaissIndexSource(path, name)
 
 
-def write(path, source, mapped, d_out, seed=0):
-    """A new index of ``source``'s type at ``path`` holding ``mapped`` (float32, n x d_out,
-    row i = source row i) under the source's ids; written to ``path + '.partial'`` and renamed."""
-    faiss = _faiss()
-    mapped = np.ascontiguousarray(mapped, dtype=np.float32)
-    if mapped.shape != (source.n_rows, d_out):
-        raise DimensionMismatchError(f"mapped vectors have shape {mapped.shape}, expected "
-                                     f"({source.n_rows}, {d_out})")
-    if source.kind == "flat":
-        index = faiss.IndexFlat(d_out, source.metric)
-    elif source.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d_out, source.index.hnsw.nb_neighbors(1), source.metric)
-        index.hnsw.efConstruction = source.index.hnsw.efConstruction
-        index.hnsw.efSearch = source.index.hnsw.efSearch
-    else:
-        quantizer = faiss.IndexFlat(d_out, source.metric)
-        index = faiss.IndexIVFFlat(quantizer, d_out, source.index.nlist, source.metric)
-        index.nprobe = source.index.nprobe
-        index.cp.seed = seed
-        index.train(mapped)
-    ids = source.ids()
-    wrapped = index
-    if source.id_map is not None or source.kind == "ivf":
-        if source.kind == "ivf" and source.id_map is None:
-            index.add_with_ids(mapped, ids)
+class Writer:
+    """A new index of ``source``'s type at ``path``, with the mapped vectors under the source's
+    ids. FAISS indexes live in memory, so the blocks are gathered and the index is built and
+    written (to ``path + '.partial'``, then renamed) at ``commit()``; it cannot resume."""
+
+    rows_done = 0
+
+    def __init__(self, path, source, d_out, *, identity=None, output_column=None,
+                 chunk_rows=65536, seed=0):
+        if output_column is not None:
+            raise InvalidParameterError("output_column: a FAISS index has no columns")
+        self.faiss = _faiss()
+        self.path, self.source, self.d_out, self.seed = os.fspath(path), source, d_out, seed
+        self.chunk_rows = chunk_rows
+        self.sidecar_path = self.path + ".json"
+        check_output_path(self.path, "output")
+        self.mapped = np.empty((source.n_rows, d_out), dtype=np.float32)
+
+    def write(self, start, mapped, records):
+        self.mapped[start:start + mapped.shape[0]] = mapped
+
+    def abort(self):
+        self.mapped = None
+
+    def commit(self):
+        faiss, source, d_out, mapped = self.faiss, self.source, self.d_out, self.mapped
+        if source.kind == "flat":
+            index = faiss.IndexFlat(d_out, source.metric)
+        elif source.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d_out, source.index.hnsw.nb_neighbors(1), source.metric)
+            index.hnsw.efConstruction = source.index.hnsw.efConstruction
+            index.hnsw.efSearch = source.index.hnsw.efSearch
         else:
+            quantizer = faiss.IndexFlat(d_out, source.metric)
+            index = faiss.IndexIVFFlat(quantizer, d_out, source.index.nlist, source.metric)
+            index.nprobe = source.index.nprobe
+            index.cp.seed = self.seed
+            index.train(mapped)
+        ids = source.ids()
+        wrapped = index
+        if source.id_map is not None:
             wrapped = getattr(faiss, source.id_map)(index)
             wrapped.add_with_ids(mapped, ids)
-    else:
-        index.add(mapped)
-    partial = path + ".partial"
-    try:
-        faiss.write_index(wrapped, partial)
-        with _builtins.open(partial, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
-
+        elif source.kind == "ivf":
+            index.add_with_ids(mapped, ids)
+        else:
+            index.add(mapped)
+        partial = self.path + ".partial"
+        try:
+            faiss.write_index(wrapped, partial)
+            with _builtins.open(partial, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(partial, self.path)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
