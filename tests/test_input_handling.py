@@ -81,7 +81,8 @@ def test_smaller_n_clusters_allows_fewer_rows(rotation_split):
     assert model.W_.shape == (384, 384)
     assert model.stage_settings_ == {"n_clusters": 10, "anchor_sample": 500, "n_neighbors": 25,
                                      "refine_sample": 500, "refine_neighbors": 25,
-                                     "transport_iter": 1, "refine_clusters": 20, "mutual_sample": 500,
+                                     "transport_iter": 1, "assignment_iter": 0,
+                                     "assignment_rows": 500, "refine_clusters": 20, "mutual_sample": 500,
         "mutual_final_sample": 500, "csls_k": 5}
 
 
@@ -89,22 +90,25 @@ def test_scale_down_rule():
     defaults = MiniVec2Vec().get_params()
     assert stage_settings(defaults, 100_000, 30_000) == {
         "n_clusters": 20, "anchor_sample": 10000, "n_neighbors": 50, "refine_sample": 1000,
-        "refine_neighbors": 50, "transport_iter": 0, "refine_clusters": 500,
+        "refine_neighbors": 50, "transport_iter": 0, "assignment_iter": 200,
+        "assignment_rows": 2000, "refine_clusters": 500,
         "mutual_sample": 10000, "mutual_final_sample": 30000, "csls_k": 10}
     # from 2000 rows per side the defaults are untouched but the samples
     assert stage_settings(defaults, 2000, 5000) == {
         "n_clusters": 20, "anchor_sample": 2000, "n_neighbors": 50, "refine_sample": 1000,
-        "refine_neighbors": 50, "transport_iter": 0, "refine_clusters": 500,
+        "refine_neighbors": 50, "transport_iter": 0, "assignment_iter": 0,
+        "assignment_rows": 2000, "refine_clusters": 500,
         "mutual_sample": 2000, "mutual_final_sample": 2000, "csls_k": 10}
     # at the minimum: k <= n // 20, refine_clusters <= n // 4, csls_k <= n // 100
     assert stage_settings(defaults, 1000, 1200) == {
         "n_clusters": 20, "anchor_sample": 1000, "n_neighbors": 50, "refine_sample": 1000,
-        "refine_neighbors": 50, "transport_iter": 200, "refine_clusters": 250,
-        "mutual_sample": 1000, "mutual_final_sample": 1000, "csls_k": 10}
+        "refine_neighbors": 50, "transport_iter": 200, "assignment_iter": 0,
+        "assignment_rows": 1000, "refine_clusters": 250, "mutual_sample": 1000, "mutual_final_sample": 1000, "csls_k": 10}
     small = dict(defaults, n_clusters=3)
     assert stage_settings(small, 150, 150) == {
         "n_clusters": 3, "anchor_sample": 150, "n_neighbors": 7, "refine_sample": 150,
-        "refine_neighbors": 7, "transport_iter": 200, "refine_clusters": 37,
+        "refine_neighbors": 7, "transport_iter": 200, "assignment_iter": 0,
+        "assignment_rows": 150, "refine_clusters": 37,
         "mutual_sample": 150, "mutual_final_sample": 150, "csls_k": 1}
 
 

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from ._errors import MemoryLimitError
 from ._validation import parse_memory
+from ._sizing import ASSIGNMENT_MIN_ROWS
 from .knn import plan_knn
+from .assignment import assignment_bytes
 from .transport import transport_bytes
 
 FIXED_OVERHEAD = 300 * 10**6
@@ -131,6 +133,14 @@ def plan_fit(memory_limit, *, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, params
             raise MemoryLimitError(f"memory_limit is too small for refine-transport: its plan "
                                   f"needs {need} bytes besides the sampled rows; lower "
                                   "transport_rows or raise the limit")
+    # refine-assignment (large inputs only): its batches and score matrices, no kNN
+    if params["assignment_iter"] and min(n_a, n_b) >= ASSIGNMENT_MIN_ROWS:
+        rows = min(params["assignment_rows"], n_a, n_b)
+        need = assignment_bytes(rows, d_a, d_b)
+        if need > left:
+            raise MemoryLimitError(f"memory_limit is too small for refine-assignment: its "
+                                  f"batches need {need} bytes besides the sampled rows; lower "
+                                  "assignment_rows or raise the limit")
     # refine-2 (k-means on each side): labels, squared norms and the NaN mask of one block
     kmeans_bytes = 16 * max(n_a, n_b) + MAX_BLOCK_ROWS * max(d_a, d_b)
     if kmeans_bytes > left:

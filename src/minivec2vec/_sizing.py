@@ -14,7 +14,9 @@ The rule (``n`` = rows per side the stages see = min(n_a, n_b, fit_sample)):
   ``refine_clusters`` -> at most ``n // 4`` (at least 4 rows per cluster);
   ``csls_k`` -> at most ``n // 100``.
 * refine-transport runs only on small inputs: ``transport_iter`` -> 0 when
-  ``n > transport_rows``.
+  ``n > transport_rows``; refine-assignment only on large ones: ``assignment_iter`` -> 0 when
+  ``n < ASSIGNMENT_MIN_ROWS`` (10,000), so that its batches are fresh random samples, and
+  ``assignment_rows`` -> at most ``n``.
   At ``n >= 2000`` the defaults are untouched; the values used are kept in ``stage_settings_``.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ ROWS_PER_ANCHOR_CLUSTER = 50
 NEIGHBOUR_FRACTION = 20        # k <= n // 20
 ROWS_PER_REFINE_CLUSTER = 4    # refine_clusters <= n // 4
 CSLS_FRACTION = 100            # csls_k <= n // 100
+ASSIGNMENT_MIN_ROWS = 10_000   # refine-assignment runs from this many rows per side
 
 
 def minimum_rows(n_clusters: int) -> int:
@@ -56,6 +59,8 @@ def stage_settings(params: dict, n_a: int, n_b: int) -> dict:
         "refine_sample": min(params["refine_sample"], n),
         "refine_neighbors": min(params["refine_neighbors"], k_cap),
         "transport_iter": params["transport_iter"] if n <= params["transport_rows"] else 0,
+        "assignment_iter": params["assignment_iter"] if n >= ASSIGNMENT_MIN_ROWS else 0,
+        "assignment_rows": min(params["assignment_rows"], n),
         "refine_clusters": min(params["refine_clusters"], n // ROWS_PER_REFINE_CLUSTER),
         "mutual_sample": min(params["mutual_sample"], n),
         "mutual_final_sample": min(params["mutual_final_sample"], n),

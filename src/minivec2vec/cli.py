@@ -206,8 +206,8 @@ def _emit(args, payload):
 
 
 # the estimator's integer parameters that may be 0 (see MiniVec2Vec._check_params)
-_ZERO_ALLOWED = ("refine_iter", "transport_iter", "refine_clusters", "mutual_iter",
-                 "extra_restarts")
+_ZERO_ALLOWED = ("refine_iter", "transport_iter", "assignment_iter", "refine_clusters",
+                 "mutual_iter", "extra_restarts")
 
 
 def build_parser():

@@ -25,6 +25,7 @@ from .confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, Alignment
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
 from .refine import refine_clusters, refine_matching, refine_mutual
+from .assignment import refine_assignment
 from .transport import refine_transport
 from .sources import ArraySource, open_source, scan
 
@@ -71,6 +72,15 @@ class MiniVec2Vec:
         Refine-transport runs when the smaller side has at most this many rows, on all of
         them; each of its iterations holds a ``transport_rows`` x ``transport_rows`` float32
         plan, and its cost grows with the square.
+    assignment_iter : int, default 200
+        Steps of refine-assignment (Wasserstein-Procrustes with exact one-to-one assignments
+        on random batches, not in the paper), run after refine-1 of every restart on inputs
+        of at least 10,000 rows per side; 0 skips it. It climbs from starts too weak for the
+        nearest-neighbour refinements (see :mod:`minivec2vec.assignment`).
+    assignment_rows : int, default 2000
+        Rows per side of each refine-assignment batch (two batches per step); each batch holds
+        an ``assignment_rows`` x ``assignment_rows`` score matrix. Below ~2,000 the batches
+        are too noisy to climb.
     refine_clusters : int, default 500
         Clusters of refine-2 (c'); 0 skips refine-2.
     mutual_iter : int, default 12
@@ -163,7 +173,8 @@ class MiniVec2Vec:
 
     def __init__(self, *, n_runs=30, n_clusters=20, anchor_sample=10000, qap_restarts=30,
                  n_neighbors=50, refine_iter=100, refine_sample=1000, refine_neighbors=50,
-                 alpha=0.5, transport_iter=200, transport_rows=1500, refine_clusters=500,
+                 alpha=0.5, transport_iter=200, transport_rows=1500, assignment_iter=200,
+                 assignment_rows=2000, refine_clusters=500,
                  mutual_iter=12, mutual_sample=10000,
                  mutual_final_sample=30000,
                  csls_k=10, reproject=True, random_state=None,
@@ -181,6 +192,8 @@ class MiniVec2Vec:
         self.alpha = alpha
         self.transport_iter = transport_iter
         self.transport_rows = transport_rows
+        self.assignment_iter = assignment_iter
+        self.assignment_rows = assignment_rows
         self.refine_clusters = refine_clusters
         self.mutual_iter = mutual_iter
         self.mutual_sample = mutual_sample
@@ -200,8 +213,8 @@ class MiniVec2Vec:
     # ------------------------------------------------------------------ parameters
     _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
                     "refine_iter", "refine_sample", "refine_neighbors", "alpha",
-                    "transport_iter", "transport_rows", "refine_clusters", "mutual_iter",
-                    "mutual_sample", "mutual_final_sample",
+                    "transport_iter", "transport_rows", "assignment_iter", "assignment_rows",
+                    "refine_clusters", "mutual_iter", "mutual_sample", "mutual_final_sample",
                     "csls_k", "reproject", "random_state", "n_threads", "memory_limit",
                     "fit_sample", "n_restarts", "extra_restarts", "confidence_sample",
                     "known_pairs_weight", "verbose")
@@ -224,11 +237,11 @@ class MiniVec2Vec:
     def _check_params(self):
         for name in ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
                      "refine_sample", "refine_neighbors", "mutual_sample",
-                     "mutual_final_sample", "csls_k", "transport_rows",
+                     "mutual_final_sample", "csls_k", "transport_rows", "assignment_rows",
                      "fit_sample", "n_restarts", "confidence_sample"):
             check_positive_int(getattr(self, name), name)
-        for name in ("refine_iter", "transport_iter", "refine_clusters", "mutual_iter",
-                     "extra_restarts"):
+        for name in ("refine_iter", "transport_iter", "assignment_iter", "refine_clusters",
+                     "mutual_iter", "extra_restarts"):
             check_positive_int(getattr(self, name), name, minimum=0)
         if self.mutual_final_sample < self.mutual_sample:
             raise InvalidParameterError(f"mutual_final_sample: must be at least mutual_sample="
@@ -479,8 +492,8 @@ class MiniVec2Vec:
         return W, anchors, rng, restart_confidences, agreement, sample
 
     def _initial_map(self, A, B, rng, n_threads, sizes, plan, timings):
-        """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1, and refine-transport on
-        small inputs): one restart."""
+        """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1, then refine-transport on
+        small inputs or refine-assignment on large ones): one restart."""
         with _stage(timings, "anchors", f"{self.n_runs} runs of k-means with "
                     f"{sizes['n_clusters']} clusters on {sizes['anchor_sample']} rows per side"):
             anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
@@ -501,6 +514,11 @@ class MiniVec2Vec:
         with _stage(timings, "refine_transport", f"{sizes['transport_iter']} steps"):
             W = refine_transport(W, A, B, n_iter=sizes["transport_iter"],
                                  sample_size=self.transport_rows, rng=rng, n_threads=n_threads)
+        with _stage(timings, "refine_assignment", f"{sizes['assignment_iter']} steps of "
+                    f"{sizes['assignment_rows']}-row batches"):
+            W = refine_assignment(W, A, B, n_iter=sizes["assignment_iter"],
+                                  sample_size=sizes["assignment_rows"], rng=rng,
+                                  n_threads=n_threads)
         return W, anchors
 
     # ------------------------------------------------------------------ transform
