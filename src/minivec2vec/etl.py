@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from ._errors import (InputFileError, InvalidParameterError, MapFileError, MemoryLimitError,
+from ._errors import (InputFileError, InvalidParameterError, MemoryLimitError,
                       NonFiniteError, ZeroRowError)
 from ._files import write_json_atomic
 from ._threads import resolve_n_threads
