@@ -85,6 +85,12 @@ def cross_split():
     return _read_only(sample_split("minilm", "wordllama", rotate_seed=0))
 
 
+def random_unit_rows(rng, n, d):
+    """n Gaussian rows of dimension d scaled to unit norm, float32."""
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True)
+
+
 def assert_semi_orthogonal(W, atol=1e-10):
     """W^T W = I when W is tall or square, W W^T = I when it is wide."""
     W = np.asarray(W, dtype=np.float64)

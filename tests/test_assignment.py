@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from conftest import assert_semi_orthogonal, noisy_rotation_start
+from conftest import assert_semi_orthogonal, noisy_rotation_start, random_unit_rows
 from minivec2vec.assignment import BATCHES_PER_STEP, refine_assignment
 from minivec2vec.procrustes import procrustes
 from minivec2vec.refine import refine_mutual
-
-
-def _unit_rows(rng, n, d):
-    X = rng.standard_normal((n, d)).astype(np.float32)
-    return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
 def test_one_step_on_whole_sides_is_procrustes_of_the_optimal_assignment():
@@ -21,7 +16,7 @@ def test_one_step_on_whole_sides_is_procrustes_of_the_optimal_assignment():
     permutation (checked against the brute-force optimum on 7 rows) and fits Procrustes."""
     import itertools
     rng = np.random.default_rng(0)
-    A, B = _unit_rows(rng, 7, 5), _unit_rows(rng, 7, 5)
+    A, B = random_unit_rows(rng, 7, 5), random_unit_rows(rng, 7, 5)
     W0 = procrustes(rng.standard_normal((5, 5)))
     S = A.astype(np.float64) @ W0 @ B.T.astype(np.float64)
     best = max(itertools.permutations(range(7)), key=lambda p: S[np.arange(7), list(p)].sum())
@@ -33,7 +28,7 @@ def test_one_step_on_whole_sides_is_procrustes_of_the_optimal_assignment():
 
 def test_result_does_not_depend_on_the_thread_count():
     rng = np.random.default_rng(2)
-    A, B = _unit_rows(rng, 900, 32), _unit_rows(rng, 800, 24)
+    A, B = random_unit_rows(rng, 900, 32), random_unit_rows(rng, 800, 24)
     W0 = procrustes(rng.standard_normal((32, 24)))
     runs = [refine_assignment(W0, A, B, n_iter=6, sample_size=300,
                               rng=np.random.default_rng(3), n_threads=t) for t in (1, 2, 3)]
@@ -44,7 +39,7 @@ def test_result_does_not_depend_on_the_thread_count():
 
 def test_zero_iterations_leave_w_unchanged():
     rng = np.random.default_rng(4)
-    A, B = _unit_rows(rng, 50, 8), _unit_rows(rng, 60, 8)
+    A, B = random_unit_rows(rng, 50, 8), random_unit_rows(rng, 60, 8)
     W0 = procrustes(rng.standard_normal((8, 8)))
     assert refine_assignment(W0, A, B, n_iter=0, sample_size=40, rng=rng) is W0
 

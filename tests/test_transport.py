@@ -5,16 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import assert_semi_orthogonal, noisy_rotation_start
+from conftest import assert_semi_orthogonal, noisy_rotation_start, random_unit_rows
 from minivec2vec import _kernels
 from minivec2vec.procrustes import procrustes
 from minivec2vec.refine import refine_mutual
 from minivec2vec.transport import SINKHORN_ITER, refine_transport, temperatures
-
-
-def _unit_rows(rng, n, d):
-    X = rng.standard_normal((n, d)).astype(np.float32)
-    return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
 def _dense_reference(W, A, B, n_iter):
@@ -34,7 +29,7 @@ def _dense_reference(W, A, B, n_iter):
 @pytest.mark.parametrize("d_a,d_b", [(40, 40), (40, 24), (24, 40)])
 def test_matches_the_dense_formulation(d_a, d_b):
     rng = np.random.default_rng(0)
-    A, B = _unit_rows(rng, 700, d_a), _unit_rows(rng, 500, d_b)
+    A, B = random_unit_rows(rng, 700, d_a), random_unit_rows(rng, 500, d_b)
     W0 = procrustes(rng.standard_normal((d_a, d_b)))
     W = refine_transport(W0, A, B, n_iter=15, sample_size=1000, rng=rng, n_threads=1)
     np.testing.assert_allclose(W, _dense_reference(W0, A, B, 15), atol=1e-5)
@@ -43,7 +38,7 @@ def test_matches_the_dense_formulation(d_a, d_b):
 
 def test_sinkhorn_reaches_the_uniform_marginals():
     rng = np.random.default_rng(1)
-    A, B = _unit_rows(rng, 300, 16), _unit_rows(rng, 200, 16)
+    A, B = random_unit_rows(rng, 300, 16), random_unit_rows(rng, 200, 16)
     K = np.empty((300, 200), dtype=np.float32)
     _kernels.gibbs_kernel(A, np.eye(16, dtype=np.float32), np.ascontiguousarray(B.T), 10.0, K)
     assert K.max() == 1.0 and K.min() > 0.0
@@ -56,7 +51,7 @@ def test_sinkhorn_reaches_the_uniform_marginals():
 
 def test_result_does_not_depend_on_the_thread_count():
     rng = np.random.default_rng(2)
-    A, B = _unit_rows(rng, 900, 32), _unit_rows(rng, 800, 32)
+    A, B = random_unit_rows(rng, 900, 32), random_unit_rows(rng, 800, 32)
     W0 = procrustes(rng.standard_normal((32, 32)))
     runs = [refine_transport(W0, A, B, n_iter=10, sample_size=600,
                              rng=np.random.default_rng(3), n_threads=t) for t in (1, 2)]
@@ -65,7 +60,7 @@ def test_result_does_not_depend_on_the_thread_count():
 
 def test_zero_iterations_leave_w_unchanged():
     rng = np.random.default_rng(4)
-    A, B = _unit_rows(rng, 50, 8), _unit_rows(rng, 60, 8)
+    A, B = random_unit_rows(rng, 50, 8), random_unit_rows(rng, 60, 8)
     W0 = procrustes(rng.standard_normal((8, 8)))
     assert refine_transport(W0, A, B, n_iter=0, sample_size=100, rng=rng) is W0
 

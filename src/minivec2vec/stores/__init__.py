@@ -29,8 +29,26 @@ import importlib
 import os
 
 from .._errors import InvalidParameterError
+from ..sources import EmbeddingSource
 
 _SCHEMES = {"faiss": "faiss_index", "lance": "lance_table", "qdrant": "qdrant_collection"}
+
+
+class StoreSource(EmbeddingSource):
+    """What the store sources share: blocks cut from ``read``, and blocks with their records
+    (``None`` unless the store overrides :meth:`block_and_records`)."""
+
+    def blocks(self, block_rows, first=0):
+        for start in range(first, self.n_rows, block_rows):
+            yield start, self.read(start, min(start + block_rows, self.n_rows))
+
+    def blocks_with_records(self, block_rows, first=0):
+        for start in range(first, self.n_rows, block_rows):
+            yield (start, *self.block_and_records(start, min(start + block_rows, self.n_rows)))
+
+    def block_and_records(self, start, stop):
+        """(vectors, records) of rows [start, stop)."""
+        return self.read(start, stop), None
 
 
 def parse(uri):

@@ -19,7 +19,7 @@ import numpy as np
 from .._errors import (InputFileError, InvalidParameterError, MissingDependencyError,
                        PathNotFoundError)
 from .._validation import check_output_path
-from ..sources import EmbeddingSource
+from . import StoreSource
 
 
 def _faiss():
@@ -46,7 +46,7 @@ def _kind(faiss, index):
         "IndexIVFFlat built from them")
 
 
-class FaissIndexSource(EmbeddingSource):
+class FaissIndexSource(StoreSource):
     """The vectors and ids of a FAISS index file, read in full into memory (FAISS indexes live
     in memory), float32."""
 
@@ -113,14 +113,6 @@ class FaissIndexSource(EmbeddingSource):
         if stop <= start:
             return np.empty((0, self.n_features), np.float32)
         return np.asarray(self.index.reconstruct_n(start, stop - start), dtype=np.float32)
-
-    def blocks(self, block_rows, first=0):
-        for start in range(first, self.n_rows, block_rows):
-            yield start, self.read(start, min(start + block_rows, self.n_rows))
-
-    def blocks_with_records(self, block_rows, first=0):
-        for start, block in self.blocks(block_rows, first):
-            yield start, block, None
 
     def fingerprint(self):
         return [[os.path.abspath(self.path), os.path.getsize(self.path),

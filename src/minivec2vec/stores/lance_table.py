@@ -25,7 +25,7 @@ from .._errors import (DtypeError, InputFileError,
                        OutputPathError, PathNotFoundError)
 from .._validation import check_output_path
 from .._files import read_json, write_json_atomic
-from ..sources import EmbeddingSource
+from . import StoreSource
 
 SUFFIX = ".lance"
 
@@ -65,7 +65,7 @@ def _vector_columns(schema):
             and pa.types.is_floating(f.type.value_type)]
 
 
-class LanceTableSource(EmbeddingSource):
+class LanceTableSource(StoreSource):
     """One version of a LanceDB table's embedding column, read by row offset."""
 
     def __init__(self, path, name="X", column=None):
@@ -127,14 +127,9 @@ class LanceTableSource(EmbeddingSource):
             return np.empty((0, self.n_features), self.dtype)
         return self._to_numpy(self._take(start, stop, [self.column]).column(0), start)
 
-    def blocks(self, block_rows, first=0):
-        for start in range(first, self.n_rows, block_rows):
-            yield start, self.read(start, min(start + block_rows, self.n_rows))
-
-    def blocks_with_records(self, block_rows, first=0):
-        for start in range(first, self.n_rows, block_rows):
-            records = self._take(start, min(start + block_rows, self.n_rows), None)
-            yield start, self._to_numpy(records.column(self.column), start), records
+    def block_and_records(self, start, stop):
+        records = self._take(start, stop, None)
+        return self._to_numpy(records.column(self.column), start), records
 
     def ids(self):
         return np.arange(self.n_rows, dtype=np.int64)   # rows are addressed by offset

@@ -30,7 +30,7 @@ import numpy as np
 from .._errors import (InputFileError, InvalidParameterError, MissingDependencyError,
                        OutputPathError, PathNotFoundError)
 from .._files import read_json, write_json_atomic
-from ..sources import EmbeddingSource
+from . import StoreSource
 
 SCROLL_PAGE = 10000
 _clients = {}       # one client per storage folder and process: local mode allows no other
@@ -97,7 +97,7 @@ def _names(qdrant):
     return names, aliases
 
 
-class QdrantCollectionSource(EmbeddingSource):
+class QdrantCollectionSource(StoreSource):
     """The points of a local-mode Qdrant collection, in id order: one vector, ids, payloads."""
 
     def __init__(self, path, name="X", column=None):
@@ -157,23 +157,18 @@ class QdrantCollectionSource(EmbeddingSource):
                                  "changed")
         return [by_id[i] for i in wanted]
 
-    def _vectors(self, points, first_row):
+    def _vectors(self, points):
         rows = [p.vector[self.column] if self.column is not None else p.vector for p in points]
         return np.asarray(rows, dtype=np.float32).reshape(len(points), self.n_features)
 
     def read(self, start, stop):
         if stop <= start:
             return np.empty((0, self.n_features), np.float32)
-        return self._vectors(self._retrieve(start, stop, False), start)
+        return self._vectors(self._retrieve(start, stop, False))
 
-    def blocks(self, block_rows, first=0):
-        for start in range(first, self.n_rows, block_rows):
-            yield start, self.read(start, min(start + block_rows, self.n_rows))
-
-    def blocks_with_records(self, block_rows, first=0):
-        for start in range(first, self.n_rows, block_rows):
-            points = self._retrieve(start, min(start + block_rows, self.n_rows), True)
-            yield start, self._vectors(points, start), points
+    def block_and_records(self, start, stop):
+        points = self._retrieve(start, stop, True)
+        return self._vectors(points), points
 
     def fingerprint(self):
         digest = hashlib.sha256(json.dumps([str(i) for i in self._ids]).encode()).hexdigest()
