@@ -3,7 +3,8 @@
 Public API: :class:`MiniVec2Vec` (fit / transform / save / load; ``confidence_``,
 ``restart_agreement_`` and :class:`AlignmentWarning` say without pairs whether a fit is
 doubtful; ``fit(..., known_pairs=...)`` starts from a few paired items when the unpaired fit
-cannot), :func:`evaluate`, and the
+cannot), :func:`evaluate` and :func:`evaluate_retrieval` (recall of B queries against a mapped
+corpus), and the
 kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`; the partial states
 of the method (:mod:`minivec2vec.partials`) and their Dask drivers :func:`dask_knn`,
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
@@ -17,7 +18,7 @@ from ._errors import (DimensionMismatchError, DtypeError, InputError, InputFileE
                       ZeroRowError)
 from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
                          AlignmentWarning)
-from .evaluation import evaluate
+from .evaluation import evaluate, evaluate_retrieval
 from .kmeans import kmeans
 from .knn import knn, merge_topk
 from .model import MIN_KNOWN_PAIRS, MiniVec2Vec
@@ -28,7 +29,7 @@ from ._dask import dask_knn, dask_procrustes
 
 __all__ = ["MiniVec2Vec", "NotFittedError", "MapFileError", "AlignmentWarning",
            "CONFIDENCE_THRESHOLD", "AGREEMENT_THRESHOLD", "KNOWN_PAIRS_THRESHOLD",
-           "MIN_KNOWN_PAIRS", "evaluate", "kmeans", "knn",
+           "MIN_KNOWN_PAIRS", "evaluate", "evaluate_retrieval", "kmeans", "knn",
            "merge_topk", "procrustes", "neighbour_cross_covariance", "ProcrustesPartial",
            "procrustes_partial", "merge_procrustes_partials", "partial_means",
            "finalize_procrustes", "topk_partial", "dask_knn", "dask_procrustes",
