@@ -4,7 +4,7 @@ Public API: :class:`MiniVec2Vec` (fit / transform / save / load; ``confidence_``
 ``restart_agreement_`` and :class:`AlignmentWarning` say without pairs whether a fit is
 doubtful; ``fit(..., known_pairs=...)`` starts from a few paired items when the unpaired fit
 cannot), :func:`evaluate` and :func:`evaluate_retrieval` (recall of B queries against a mapped
-corpus), and the
+corpus; :func:`minivec2vec.report.write_report` draws it as an HTML page), and the
 kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`; the partial states
 of the method (:mod:`minivec2vec.partials`) and their Dask drivers :func:`dask_knn`,
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
