@@ -7,6 +7,7 @@ recovery, cross-model); everything about mechanics uses light settings on fewer 
 from __future__ import annotations
 
 import importlib
+import re
 import warnings
 
 import numpy as np
@@ -414,6 +415,10 @@ def test_verbose_fit_shows_every_stage_on_stderr(small_data, light_model, capsys
     for stage in STAGES_LOGGED:
         assert f"{stage}: started" in err and f"{stage}: done in" in err, (stage, err)
     assert "restart 2: started" in err and "[" in err and " s] " in err
+    # the stages that count steps show a bar of their total (tqdm draws it when it starts)
+    for stage, steps in (("anchors", LIGHT["n_runs"]), ("refine_matching", LIGHT["refine_iter"]),
+                         ("refine_mutual", MiniVec2Vec().mutual_iter)):
+        assert re.search(rf"{stage}:\s+\d+%\|[^\n\r]*\| \d+/{steps} \[", err), (stage, err)
     assert model.W_.tobytes() == light_model.W_.tobytes()     # progress changes nothing
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AlignmentWarning)

@@ -65,12 +65,13 @@ def anchor_run(X_a, X_b, *, n_clusters, sample_size, qap_restarts, seed):
 
 
 def match_anchors(X_a, X_b, *, n_runs, n_clusters, sample_size, qap_restarts, rng,
-                  n_threads=1):
+                  n_threads=1, on_step=None):
     """Run the anchor stage on normalised, centred float32 inputs; see the module docstring.
 
     The runs are independent, so they run side by side on ``n_threads`` worker threads (each
     single-threaded: small clusterings gain nothing from finer parallelism). Every run draws
     its own seed from ``rng`` up front, so the result does not depend on scheduling.
+    ``on_step`` (optional) is called, on the calling thread, as each run's result arrives.
     """
     seeds = rng.integers(0, 2**63 - 1, size=n_runs)
 
@@ -82,11 +83,12 @@ def match_anchors(X_a, X_b, *, n_runs, n_clusters, sample_size, qap_restarts, rn
     # are process-wide, so per-run limits entered and left by concurrent workers would let one
     # worker restore two BLAS threads under the other's kernels (oversubscribed, serialised)
     with single_threaded_blas():
-        if n_threads > 1 and n_runs > 1:
-            with ThreadPoolExecutor(max_workers=min(n_threads, n_runs)) as pool:
-                results = list(pool.map(run, seeds))
-        else:
-            results = [run(seed) for seed in seeds]
+        with ThreadPoolExecutor(max_workers=max(1, min(n_threads, n_runs))) as pool:
+            results = []
+            for result in (pool.map(run, seeds) if n_threads > 1 else map(run, seeds)):
+                results.append(result)
+                if on_step is not None:
+                    on_step()
     return Anchors(np.concatenate([r[0] for r in results]),
                    np.concatenate([r[1] for r in results]),
                    np.asarray([r[2] for r in results]))

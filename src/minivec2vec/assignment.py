@@ -95,12 +95,13 @@ def _climbed_and_levelled(window_scores):
 
 
 def refine_assignment(W, X_a, X_b, *, n_iter, sample_size, rng, n_threads=None,
-                      momentum=MOMENTUM, extrapolation=EXTRAPOLATION):
+                      momentum=MOMENTUM, extrapolation=EXTRAPOLATION, on_step=None):
     """Refine-assignment. X_a, X_b: centred unit-norm float32 rows; each step uses
     ``BATCHES_PER_STEP`` batches of min(sample_size, rows of the smaller side) rows per side.
     Every ``EXTRAPOLATE_EVERY`` steps the map's drift is extrapolated by ``extrapolation``
     (0 = never). It stops before ``n_iter`` steps once the map has climbed and levelled off
-    (see ``_climbed_and_levelled``). Returns the new W (the input W when n_iter is 0)."""
+    (see ``_climbed_and_levelled``). ``on_step`` (optional) is called after each step.
+    Returns the new W (the input W when n_iter is 0)."""
     if n_iter == 0:
         return W
     n_threads = resolve_n_threads(n_threads)
@@ -131,6 +132,8 @@ def refine_assignment(W, X_a, X_b, *, n_iter, sample_size, rng, n_threads=None,
                 W = procrustes(W + extrapolation * (W - W_before))
                 M = np.linalg.svd(M, compute_uv=False).mean() * W
                 W_before = W
+            if on_step is not None:
+                on_step()
             if iteration % PLATEAU_WINDOW == 0:
                 window_scores.append(float(np.mean(step_scores[-PLATEAU_WINDOW:])))
                 if _climbed_and_levelled(window_scores):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import sys
 import time
@@ -307,13 +308,19 @@ class MiniVec2Vec:
                     "drawn)", source_a.n_rows, source_a.n_features, source_b.n_rows,
                     source_b.n_features, self.fit_sample)
         gathered = []
-        for source, name in ((source_a, "scan_rows_a"), (source_b, "scan_rows_b")):
-            chosen = sample_indices(source.n_rows, self.fit_sample, rng)
-            # an in-memory array that is sampled whole is used as it is: no gathered copy
-            whole = isinstance(source, ArraySource) and source.n_rows <= self.fit_sample
-            mean, rows = scan(source, plan[name], None if whole else chosen,
-                              _sample_dtype(source.dtype), reject_zero_rows=True)
-            gathered.append((mean, source.X if whole else rows, not whole))
+        bar = _progress_bar("read_and_sample", source_a.n_rows + source_b.n_rows, unit="rows")
+        try:
+            for source, name in ((source_a, "scan_rows_a"), (source_b, "scan_rows_b")):
+                chosen = sample_indices(source.n_rows, self.fit_sample, rng)
+                # an in-memory array that is sampled whole is used as it is: no gathered copy
+                whole = isinstance(source, ArraySource) and source.n_rows <= self.fit_sample
+                mean, rows = scan(source, plan[name], None if whole else chosen,
+                                  _sample_dtype(source.dtype), reject_zero_rows=True,
+                                  on_rows=None if bar is None else bar.update)
+                gathered.append((mean, source.X if whole else rows, not whole))
+        finally:
+            if bar is not None:
+                bar.close()
         (mean_a, rows_a, fresh_a), (mean_b, rows_b, fresh_b) = gathered
         # after the NaN check (a bad row is the more useful message); too few rows to matter
         check_enough_rows(source_a.n_rows, source_b.n_rows, self.n_clusters, self.fit_sample)
@@ -420,12 +427,14 @@ class MiniVec2Vec:
                                     n_threads=n_threads)
         with _stage(timings, "refine_mutual",
                     f"{self.mutual_iter} passes, {sizes['mutual_sample']} -> "
-                    f"{sizes['mutual_final_sample']} rows per side"):
+                    f"{sizes['mutual_final_sample']} rows per side",
+                    steps=self.mutual_iter) as on_step:
             W = refine_mutual(W, A, B, n_iter=self.mutual_iter,
                               sample_size=sizes["mutual_sample"],
                               final_sample_size=sizes["mutual_final_sample"],
                               csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads,
-                              memory_limit=plan["knn_mutual"], prior_cross_covariance=prior)
+                              memory_limit=plan["knn_mutual"], prior_cross_covariance=prior,
+                              on_step=on_step)
         return W
 
     def _cross_check(self, K_a, K_b, A, B, rng, n_threads, sizes, plan):
@@ -495,30 +504,36 @@ class MiniVec2Vec:
         """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1, then refine-transport on
         small inputs or refine-assignment on large ones): one restart."""
         with _stage(timings, "anchors", f"{self.n_runs} runs of k-means with "
-                    f"{sizes['n_clusters']} clusters on {sizes['anchor_sample']} rows per side"):
+                    f"{sizes['n_clusters']} clusters on {sizes['anchor_sample']} rows per side",
+                    steps=self.n_runs) as on_step:
             anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
                                     sample_size=sizes["anchor_sample"],
-                                    qap_restarts=self.qap_restarts, rng=rng, n_threads=n_threads)
+                                    qap_restarts=self.qap_restarts, rng=rng, n_threads=n_threads,
+                                    on_step=on_step)
         with _stage(timings, "pseudo_pairs", f"{A.shape[0]} + {B.shape[0]} rows"):
             M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
                                              sizes["n_neighbors"], n_threads,
                                              plan["knn_pseudo_pairs"])
             W = procrustes(M)
         with _stage(timings, "refine_matching",
-                    f"{self.refine_iter} steps of {sizes['refine_sample']} rows"):
+                    f"{self.refine_iter} steps of {sizes['refine_sample']} rows",
+                    steps=self.refine_iter) as on_step:
             W = refine_matching(W, A, B, n_iter=self.refine_iter,
                                 sample_size=sizes["refine_sample"],
                                 n_neighbors=sizes["refine_neighbors"], alpha=self.alpha,
                                 reproject=self.reproject, rng=rng, n_threads=n_threads,
-                                memory_limit=plan["knn_refine"])
-        with _stage(timings, "refine_transport", f"{sizes['transport_iter']} steps"):
+                                memory_limit=plan["knn_refine"], on_step=on_step)
+        with _stage(timings, "refine_transport", f"{sizes['transport_iter']} steps",
+                    steps=sizes["transport_iter"]) as on_step:
             W = refine_transport(W, A, B, n_iter=sizes["transport_iter"],
-                                 sample_size=self.transport_rows, rng=rng, n_threads=n_threads)
+                                 sample_size=self.transport_rows, rng=rng, n_threads=n_threads,
+                                 on_step=on_step)
         with _stage(timings, "refine_assignment", f"{sizes['assignment_iter']} steps of "
-                    f"{sizes['assignment_rows']}-row batches"):
+                    f"{sizes['assignment_rows']}-row batches",
+                    steps=sizes["assignment_iter"]) as on_step:
             W = refine_assignment(W, A, B, n_iter=sizes["assignment_iter"],
                                   sample_size=sizes["assignment_rows"], rng=rng,
-                                  n_threads=n_threads)
+                                  n_threads=n_threads, on_step=on_step)
         return W, anchors
 
     # ------------------------------------------------------------------ transform
@@ -690,16 +705,41 @@ class MiniVec2Vec:
         return model
 
 
+# True inside a verbose fit: stages with a count of steps show a progress bar on stderr
+_SHOW_BARS = contextvars.ContextVar("minivec2vec_show_bars", default=False)
+
+
+def _no_step(n=1):
+    pass
+
+
 @contextlib.contextmanager
-def _stage(timings, name, what=""):
+def _stage(timings, name, what="", steps=None):
     """Time one stage into ``timings[name]`` (summed over restarts) and log its start and end
-    on the ``minivec2vec`` logger."""
+    on the ``minivec2vec`` logger. Yields the callable the stage calls after each of its
+    ``steps``: in a verbose fit it advances a progress bar on stderr, otherwise it does
+    nothing."""
     logger.info("%s: started%s", name, f" ({what})" if what else "")
+    bar = _progress_bar(name, steps)
     t = time.perf_counter()
-    yield
+    try:
+        yield _no_step if bar is None else bar.update
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - t
     timings[name] = timings.get(name, 0.0) + seconds
     logger.info("%s: done in %.1f s", name, seconds)
+
+
+def _progress_bar(name, total, unit="step"):
+    """A tqdm bar on stderr for a stage of ``total`` steps in a verbose fit, else None. It is
+    cleared when the stage ends, so the log keeps one line per stage start and end."""
+    if not total or not _SHOW_BARS.get():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=f"  {name}", unit=unit, unit_scale=unit == "rows",
+                file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 class _ElapsedFilter(logging.Filter):
@@ -716,7 +756,8 @@ class _ElapsedFilter(logging.Filter):
 def _stage_log_to_stderr(verbose):
     """With ``verbose``, show the ``minivec2vec`` logger's INFO records on stderr for the
     duration of a fit, each with the seconds since the fit began (an application that
-    configured logging itself gets them through its own handlers instead)."""
+    configured logging itself gets them through its own handlers instead), and progress bars
+    for the stages that count steps."""
     if not verbose:
         yield
         return
@@ -727,9 +768,11 @@ def _stage_log_to_stderr(verbose):
     logger.addHandler(handler)
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
+    bars = _SHOW_BARS.set(True)
     try:
         yield
     finally:
+        _SHOW_BARS.reset(bars)
         logger.removeHandler(handler)
         logger.setLevel(level)
 

@@ -22,8 +22,9 @@ from .procrustes import neighbour_cross_covariance, procrustes, smoothed_update
 
 
 def refine_matching(W, X_a, X_b, *, n_iter, sample_size, n_neighbors, alpha, reproject, rng,
-                    n_threads=None, memory_limit=None):
-    """Refine-1. X_a, X_b: centred unit-norm float32 rows. Returns the new W."""
+                    n_threads=None, memory_limit=None, on_step=None):
+    """Refine-1. X_a, X_b: centred unit-norm float32 rows. Returns the new W. ``on_step``
+    (optional) is called after each step."""
     n_a = X_a.shape[0]
     size = min(sample_size, n_a)
     # X_b rows have unit norm, so ranking by inner product equals ranking by cosine; they are
@@ -35,6 +36,8 @@ def refine_matching(W, X_a, X_b, *, n_iter, sample_size, n_neighbors, alpha, rep
                             n_threads=n_threads, memory_limit=memory_limit)
         W_new = procrustes(neighbour_cross_covariance(rows, X_b, neighbours, n_threads))
         W = smoothed_update(W, W_new, alpha, reproject)
+        if on_step is not None:
+            on_step()
     return W
 
 
@@ -62,12 +65,14 @@ def mutual_schedule(n_iter, sample_size, final_sample_size):
 
 
 def refine_mutual(W, X_a, X_b, *, n_iter, sample_size, csls_k, rng, n_threads=None,
-                  memory_limit=None, final_sample_size=None, prior_cross_covariance=None):
+                  memory_limit=None, final_sample_size=None, prior_cross_covariance=None,
+                  on_step=None):
     """Refine-mutual. X_a, X_b: centred unit-norm float32 rows. Returns the new W.
 
     ``final_sample_size`` (default ``sample_size``: no growth) is the draw of the last pass;
     see :func:`mutual_schedule`. ``prior_cross_covariance`` (d_a x d_b, e.g. weighted known
-    pairs) is added to every pass's cross-covariance of mutual pairs before its Procrustes."""
+    pairs) is added to every pass's cross-covariance of mutual pairs before its Procrustes.
+    ``on_step`` (optional) is called after each pass."""
     for size in mutual_schedule(n_iter, sample_size, final_sample_size or sample_size):
         rows_a = X_a if size >= X_a.shape[0] else X_a[np.sort(
             rng.choice(X_a.shape[0], size, replace=False))]
@@ -80,4 +85,6 @@ def refine_mutual(W, X_a, X_b, *, n_iter, sample_size, csls_k, rng, n_threads=No
             break
         M = neighbour_cross_covariance(rows_a[mutual], rows_b, forward[mutual][:, None], n_threads)
         W = procrustes(M if prior_cross_covariance is None else M + prior_cross_covariance)
+        if on_step is not None:
+            on_step()
     return W

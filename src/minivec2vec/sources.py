@@ -412,11 +412,12 @@ def _whole_npy_memmap(X):
 
 # ---------------------------------------------------------------------------- one pass
 def scan(source: EmbeddingSource, block_rows: int, sample=None, gather_dtype=np.float32,
-         check_finite=True, reject_zero_rows=False):
+         check_finite=True, reject_zero_rows=False, on_rows=None):
     """One streaming pass over ``source``: NaN/Inf check of every row (and, with
     ``reject_zero_rows``, the all-zero check), the column mean
     (float64) and, when ``sample`` (sorted row indices) is given, those rows gathered as a new
-    ``gather_dtype`` array. Returns (mean, gathered or None).
+    ``gather_dtype`` array. Returns (mean, gathered or None). ``on_rows`` (optional) is called
+    with the row count of each block read.
 
     ``block_rows`` is rounded down to a multiple of :data:`SUM_ROWS` (at least one), so the
     mean is bit-identical whatever the block size, the storage or the sharding.
@@ -439,6 +440,8 @@ def scan(source: EmbeddingSource, block_rows: int, sample=None, gather_dtype=np.
             lo, hi = np.searchsorted(sample, [start, start + block.shape[0]])
             gathered[lo:hi] = block[sample[lo:hi] - start]
         done += block.shape[0]
+        if on_rows is not None:
+            on_rows(block.shape[0])
     if done != source.n_rows:
         raise InputFileError(f"{source.name}: read {done} rows, expected {source.n_rows}")
     return total / source.n_rows, gathered

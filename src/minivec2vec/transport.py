@@ -41,9 +41,10 @@ def transport_bytes(rows_a, rows_b, d_a, d_b):
         + 8 * (rows_a + rows_b + rows_a * d_b)
 
 
-def refine_transport(W, X_a, X_b, *, n_iter, sample_size, rng, n_threads=None):
+def refine_transport(W, X_a, X_b, *, n_iter, sample_size, rng, n_threads=None, on_step=None):
     """Refine-transport. X_a, X_b: centred unit-norm float32 rows; each iteration uses at most
-    ``sample_size`` rows per side (all rows of a side that has no more). Returns the new W."""
+    ``sample_size`` rows per side (all rows of a side that has no more). ``on_step``
+    (optional) is called after each iteration. Returns the new W."""
     if n_iter == 0:          # the driver's setting on large inputs: nothing to allocate
         return W
     n_threads = resolve_n_threads(n_threads)
@@ -71,4 +72,6 @@ def refine_transport(W, X_a, X_b, *, n_iter, sample_size, rng, n_threads=None):
         plan_targets *= u[:, None].astype(np.float32)
         M = (rows_a.T @ plan_targets).astype(np.float64)
         W = procrustes(M)
+        if on_step is not None:
+            on_step()
     return W
