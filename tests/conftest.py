@@ -80,6 +80,15 @@ def rotation_map(tmp_path_factory, rotation_split):
 
 
 @pytest.fixture(scope="session")
+def sample_test_files(tmp_path_factory, rotation_split):
+    """The rotation split's test rows as ``a.npy`` and ``b.npy`` in a directory of their own."""
+    d = tmp_path_factory.mktemp("sample_test_files")
+    np.save(d / "a.npy", rotation_split.test_a)
+    np.save(d / "b.npy", rotation_split.test_b)
+    return d
+
+
+@pytest.fixture(scope="session")
 def cross_split():
     """minilm (384-d) against wordllama (256-d), wordllama's coordinates rotated."""
     return _read_only(sample_split("minilm", "wordllama", rotate_seed=0))

@@ -39,13 +39,6 @@ def test_result_does_not_depend_on_the_thread_count():
     assert BATCHES_PER_STEP >= 2      # so that the threads have batches to share
 
 
-def test_zero_iterations_leave_w_unchanged():
-    rng = np.random.default_rng(4)
-    A, B = random_unit_rows(rng, 50, 8), random_unit_rows(rng, 60, 8)
-    W0 = procrustes(rng.standard_normal((8, 8)))
-    assert refine_assignment(W0, A, B, n_iter=0, sample_size=40, rng=rng) is W0
-
-
 def test_climbs_from_a_start_that_nearest_neighbours_make_worse(rotation_split):
     """Oracle: minilm vs rotated minilm, 2,000 rows per side (disjoint texts), from the true
     rotation plus noise (top-1 ~0.15 on the pool). Refine-mutual's nearest-neighbour pairs

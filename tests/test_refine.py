@@ -6,10 +6,27 @@ import importlib
 import numpy as np
 import pytest
 
-from conftest import assert_semi_orthogonal, noisy_rotation_start
-from minivec2vec.refine import mutual_schedule, refine_mutual
+from conftest import assert_semi_orthogonal, noisy_rotation_start, random_unit_rows
+from minivec2vec.assignment import refine_assignment
+from minivec2vec.procrustes import procrustes
+from minivec2vec.refine import mutual_schedule, refine_matching, refine_mutual
+from minivec2vec.transport import refine_transport
 
 refine_module = importlib.import_module("minivec2vec.refine")
+
+
+@pytest.mark.parametrize("refine", [
+    lambda W, A, B, rng: refine_matching(W, A, B, n_iter=0, sample_size=40, n_neighbors=5,
+                                         alpha=0.5, reproject=True, rng=rng),
+    lambda W, A, B, rng: refine_mutual(W, A, B, n_iter=0, sample_size=40, csls_k=5, rng=rng),
+    lambda W, A, B, rng: refine_transport(W, A, B, n_iter=0, sample_size=100, rng=rng),
+    lambda W, A, B, rng: refine_assignment(W, A, B, n_iter=0, sample_size=40, rng=rng),
+], ids=["matching", "mutual", "transport", "assignment"])
+def test_zero_iterations_leave_w_unchanged(refine):
+    rng = np.random.default_rng(4)
+    A, B = random_unit_rows(rng, 50, 8), random_unit_rows(rng, 60, 8)
+    W0 = procrustes(rng.standard_normal((8, 8)))
+    assert refine(W0, A, B, rng) is W0
 
 
 def test_schedule_holds_the_first_half_then_grows_to_the_final_size():

@@ -41,19 +41,11 @@ def png_images(page):
 
 
 @pytest.fixture(scope="module")
-def sample_files(tmp_path_factory, rotation_split):
-    d = tmp_path_factory.mktemp("report")
-    np.save(d / "a.npy", rotation_split.test_a)
-    np.save(d / "b.npy", rotation_split.test_b)
-    return d
-
-
-@pytest.fixture(scope="module")
-def sample_report(rotation_map, sample_files):
+def sample_report(rotation_map, sample_test_files, tmp_path_factory):
     """The report of the working rotation map on the sample's 1000 test pairs, via the CLI."""
-    path = sample_files / "report.html"
-    assert main(["report", str(rotation_map), str(sample_files / "a.npy"),
-                 str(sample_files / "b.npy"), "-o", str(path), "--json"]) == 0
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    assert main(["report", str(rotation_map), str(sample_test_files / "a.npy"),
+                 str(sample_test_files / "b.npy"), "-o", str(path), "--json"]) == 0
     return path
 
 
@@ -90,21 +82,21 @@ def test_the_report_is_one_page_with_sections_numbers_and_plots(sample_report, r
         assert f"<td>{stage}</td>" in page
 
 
-def test_the_cli_prints_a_summary(rotation_map, sample_files, tmp_path, capsys):
+def test_the_cli_prints_a_summary(rotation_map, sample_test_files, tmp_path, capsys):
     out = tmp_path / "r.html"
-    assert main(["report", str(rotation_map), str(sample_files / "a.npy"),
-                 str(sample_files / "b.npy"), "-o", str(out), "--json"]) == 0
+    assert main(["report", str(rotation_map), str(sample_test_files / "a.npy"),
+                 str(sample_test_files / "b.npy"), "-o", str(out), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["report"] == str(out) and got["images"] == 5 and got["bytes"] == out.stat().st_size
     assert got["recall@10"] >= 0.99 and got["overlap@10"] >= 0.75
 
 
-def test_an_existing_report_is_overwritten_only_with_force(rotation_map, sample_files, tmp_path,
+def test_an_existing_report_is_overwritten_only_with_force(rotation_map, sample_test_files, tmp_path,
                                                           capsys):
     out = tmp_path / "r.html"
     out.write_text("an older report")
-    argv = ["report", str(rotation_map), str(sample_files / "a.npy"),
-            str(sample_files / "b.npy"), "-o", str(out)]
+    argv = ["report", str(rotation_map), str(sample_test_files / "a.npy"),
+            str(sample_test_files / "b.npy"), "-o", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already exists" in err and "--force" in err
@@ -114,24 +106,24 @@ def test_an_existing_report_is_overwritten_only_with_force(rotation_map, sample_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]     # no temporary left
 
 
-def test_a_missing_directory_is_refused_before_any_work(rotation_map, sample_files, tmp_path,
+def test_a_missing_directory_is_refused_before_any_work(rotation_map, sample_test_files, tmp_path,
                                                         monkeypatch, capsys):
     loaded = []
     monkeypatch.setattr(MiniVec2Vec, "load", classmethod(lambda cls, p: loaded.append(p)))
     with pytest.raises(OutputDirectoryNotFoundError, match="does not exist"):
-        write_report(rotation_map, sample_files / "a.npy", sample_files / "b.npy",
+        write_report(rotation_map, sample_test_files / "a.npy", sample_test_files / "b.npy",
                      tmp_path / "missing" / "r.html")
-    assert main(["report", str(rotation_map), str(sample_files / "a.npy"),
-                 str(sample_files / "b.npy"), "-o", str(tmp_path / "missing" / "r.html")]) == 2
+    assert main(["report", str(rotation_map), str(sample_test_files / "a.npy"),
+                 str(sample_test_files / "b.npy"), "-o", str(tmp_path / "missing" / "r.html")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
     with pytest.raises(OutputPathError, match="is a directory"):
-        write_report(rotation_map, sample_files / "a.npy", sample_files / "b.npy", tmp_path)
+        write_report(rotation_map, sample_test_files / "a.npy", sample_test_files / "b.npy", tmp_path)
     assert loaded == [] and not (tmp_path / "missing").exists()
 
 
 def test_a_failure_while_rendering_leaves_no_file_and_the_old_one_intact(
-        rotation_map, sample_files, tmp_path, monkeypatch):
+        rotation_map, sample_test_files, tmp_path, monkeypatch):
     out = tmp_path / "r.html"
     out.write_text("an older report")
 
@@ -140,7 +132,7 @@ def test_a_failure_while_rendering_leaves_no_file_and_the_old_one_intact(
 
     monkeypatch.setattr(report_module._Drawer, "timings", broken)
     with pytest.raises(RuntimeError, match="rendering failed"):
-        write_report(rotation_map, sample_files / "a.npy", sample_files / "b.npy", out,
+        write_report(rotation_map, sample_test_files / "a.npy", sample_test_files / "b.npy", out,
                      force=True)
     assert out.read_text() == "an older report"
     monkeypatch.undo()
@@ -150,18 +142,18 @@ def test_a_failure_while_rendering_leaves_no_file_and_the_old_one_intact(
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="disk full"):
-        write_report(rotation_map, sample_files / "a.npy", sample_files / "b.npy", out,
+        write_report(rotation_map, sample_test_files / "a.npy", sample_test_files / "b.npy", out,
                      force=True)
     assert out.read_text() == "an older report"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
 
 
-def test_without_matplotlib_the_error_names_the_extra(rotation_map, sample_files, tmp_path,
+def test_without_matplotlib_the_error_names_the_extra(rotation_map, sample_test_files, tmp_path,
                                                       monkeypatch):
     for name in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)          # import raises ImportError
     with pytest.raises(MissingDependencyError, match=r'minivec2vec\[report\]'):
-        write_report(rotation_map, sample_files / "a.npy", sample_files / "b.npy",
+        write_report(rotation_map, sample_test_files / "a.npy", sample_test_files / "b.npy",
                      tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
 

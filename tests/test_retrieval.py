@@ -215,15 +215,6 @@ def test_read_qrels_refuses_what_it_cannot_read(tmp_path, text, pattern):
 
 
 # ------------------------------------------------------------------------------ the shipped sample
-@pytest.fixture(scope="module")
-def sample_test_files(tmp_path_factory, rotation_split):
-    """The rotation split's test rows as .npy files."""
-    d = tmp_path_factory.mktemp("retrieval")
-    np.save(d / "a.npy", rotation_split.test_a)
-    np.save(d / "b.npy", rotation_split.test_b)
-    return d
-
-
 def _mapped_and_corpus(map_path, split):
     model = MiniVec2Vec.load(map_path)
     corpus = np.asarray(split.test_b, dtype=np.float32) - model.mean_b_.astype(np.float32)
