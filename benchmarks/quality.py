@@ -51,8 +51,9 @@ def run_one(a, b, seed, params, pool, known_pairs=0, rows=None):
     import warnings
 
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the confidence is printed; a doubtful fit is data here
+    from minivec2vec import AlignmentWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # recorded: a doubtful fit is data here
         pairs = None
         if known_pairs:
             drawn = np.random.default_rng(seed).choice(s.train_a.shape[0], known_pairs,
@@ -61,12 +62,16 @@ def run_one(a, b, seed, params, pool, known_pairs=0, rows=None):
         model = MiniVec2Vec(random_state=seed, **params).fit(s.train_a, s.train_b,
                                                              known_pairs=pairs)
     seconds = time.perf_counter() - t0
+    warned = any(issubclass(w.category, AlignmentWarning) for w in caught)
     got = evaluate_model(model, s)
     ceiling = supervised_ceiling(s)
     return {"a": a, "b": b, "seed": seed, "top1": got["top1"], "mean_rank": got["mean_rank"],
             "mean_cos": got["mean_cos"], "confidence": model.confidence_,
             "restart_confidences": model.restart_confidences_.tolist(),
-            "restart_agreement": model.restart_agreement_, "known_pairs": known_pairs,
+            "restart_agreement": model.restart_agreement_,
+            "restart_returns": model.restart_returns_.tolist(),
+            "return_agreement": model.return_agreement_, "warned": warned,
+            "known_pairs": known_pairs,
             "known_pairs_top1": model.known_pairs_top1_, "ceiling_top1": ceiling["top1"],
             "ceiling_mean_rank": ceiling["mean_rank"], "fit_seconds": seconds,
             "stage_seconds": model.timings_,
@@ -121,7 +126,8 @@ def main(argv=None):
     variants = [(name, {**common, **params}) for name, params in variants]
 
     print(f"{'variant':<12} {'A -> B':<28} {'seed':>4} {'top-1':>6} {'rank':>7} "
-          f"{'ceiling':>7} {'ratio':>6} {'conf':>6} {'agree':>6} {'pairs':>6} {'fit s':>7} "
+          f"{'ceiling':>7} {'ratio':>6} {'conf':>6} {'return':>6} {'agree':>6} {'pairs':>6} "
+          f"{'warns':>5} {'fit s':>7} "
           f"{'peak MB':>8}",
           flush=True)
     for name, params in variants:
@@ -140,7 +146,8 @@ def main(argv=None):
                 print(f"{name:<12} {a + ' -> ' + b:<28} {seed:>4} {r['top1']:>6.3f} "
                       f"{r['mean_rank']:>7.2f} {r['ceiling_top1']:>7.3f} "
                       f"{r['top1'] / r['ceiling_top1']:>6.3f} {r['confidence']:>6.3f} "
-                      f"{r['restart_agreement']:>6.3f} {r['known_pairs_top1']:>6.3f} "
+                      f"{r['return_agreement']:>6.3f} {r['restart_agreement']:>6.3f} "
+                      f"{r['known_pairs_top1']:>6.3f} {'yes' if r['warned'] else 'no':>5} "
                       f"{r['fit_seconds']:>7.1f} "
                       f"{r['peak_rss_mb']:>8.0f}", flush=True)
                 if args.out:

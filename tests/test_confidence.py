@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from minivec2vec import MiniVec2Vec
-from minivec2vec.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, AlignmentWarning,
-                                    alignment_confidence, doubtful, restart_agreement,
-                                    scoring_sample)
+from minivec2vec.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, RETURN_THRESHOLD,
+                                    RETURN_TURN, AlignmentWarning, alignment_confidence,
+                                    doubtful, map_agreement, random_turn, restart_agreement,
+                                    return_agreement, scoring_sample)
 from minivec2vec.model import centre_normalise, column_mean
 from minivec2vec.procrustes import procrustes
 
@@ -74,6 +75,42 @@ def test_restart_agreement_oracles(rotation_split):
     assert abs(restart_agreement(maps, rows, kept=2)) < 0.05     # -W1: W2 beats the W1s (-1)
 
 
+def test_return_agreement_oracles(rotation_split):
+    """A refinement that always lands on the same map returns 1; one that does not move
+    (the identity) returns the agreement between W and its turned copy, which the turn sets
+    near 0.4 on real rows (the calibration's starting distance); the two refinement runs see
+    generators of the same seed, and the result depends only on ``rng``."""
+    A, _ = _centred(rotation_split)
+    rows = A[:500]
+    rng = np.random.default_rng(8)
+    W, fixed = (procrustes(rng.standard_normal((384, 384))) for _ in range(2))
+    assert return_agreement(W, rows, lambda W0, g: fixed, np.random.default_rng(1)) == \
+        pytest.approx(1.0, abs=1e-5)
+    stay = return_agreement(W, rows, lambda W0, g: W0, np.random.default_rng(1))
+    turn = random_turn(384, RETURN_TURN, np.random.default_rng(1))
+    np.testing.assert_allclose(turn @ turn.T, np.eye(384), atol=1e-8)
+    assert stay == pytest.approx(map_agreement(W, turn @ W, rows), abs=1e-6)
+    assert 0.25 < stay < 0.55
+    draws = []
+    return_agreement(W, rows, lambda W0, g: draws.append(g.random()) or W0,
+                     np.random.default_rng(1))
+    assert len(draws) == 2 and draws[0] == draws[1]
+    assert stay == return_agreement(W, rows, lambda W0, g: W0, np.random.default_rng(1))
+
+
+def test_verdict_trusts_a_map_the_refinement_comes_back_to():
+    nan = float("nan")
+    assert doubtful(0.5, nan, nan, RETURN_THRESHOLD) is None          # one restart, returned
+    assert doubtful(0.5, 0.0, nan, RETURN_THRESHOLD + 0.01) is None   # restarts disagree
+    assert doubtful(0.5, AGREEMENT_THRESHOLD, nan, 0.0) is None       # another restart agrees
+    reason = doubtful(1.0, nan, nan, RETURN_THRESHOLD - 0.01)
+    assert "return_agreement_" in reason and "restart_agreement_" not in reason
+    reason = doubtful(1.0, AGREEMENT_THRESHOLD - 0.01, nan, RETURN_THRESHOLD - 0.01)
+    assert "return_agreement_" in reason and "restarts disagree" in reason
+    # known pairs decide alone
+    assert "known pairs" in doubtful(1.0, 1.0, 0.0, 1.0)
+
+
 def test_verdict_uses_agreement_when_there_are_restarts():
     nan = float("nan")
     assert doubtful(0.5, AGREEMENT_THRESHOLD + 0.01) is None       # agreement decides
@@ -121,24 +158,45 @@ def test_n_restarts_is_deterministic(rotation_split):
     np.testing.assert_array_equal(one.restart_confidences_, two.restart_confidences_)
 
 
-@pytest.mark.parametrize("n_restarts,reason", [(1, "confidence"), (2, "restarts disagree")])
-def test_doubtful_fit_warns(rotation_split, n_restarts, reason):
+@pytest.mark.parametrize("n_restarts", [1, 2])
+def test_doubtful_fit_warns(rotation_split, n_restarts):
     """A fit crippled on purpose (refinements off, one anchor run of 3 clusters on 400 rows)
-    on minilm vs rotated minilm does not find the rotation, and says so: by its confidence
-    with one restart, by the disagreement of its restarts with two (the better-scoring of two
-    failed restarts may pass the confidence threshold on these 200 scoring rows: 0.86)."""
+    on minilm vs rotated minilm does not find the rotation, and says so: its restarts
+    disagree (with one restart, the extra one runs because the map is not confirmed; the
+    better-scoring of two failed restarts may pass the confidence threshold on these 200
+    scoring rows: 0.86). 400 rows are too few for the return check."""
     data = rotation_split.train_a[:400], rotation_split.train_b[:400]
-    with pytest.warns(AlignmentWarning, match=f"doubtful: .*{reason}"):
+    with pytest.warns(AlignmentWarning, match="doubtful: .*restarts disagree"):
         model = MiniVec2Vec(random_state=0, n_threads=1, n_runs=1, n_clusters=3,
                             anchor_sample=400, qap_restarts=1, refine_iter=0,
                             transport_iter=0, refine_clusters=0, mutual_iter=0,
                             confidence_sample=200,
                             n_restarts=n_restarts).fit(*data)
-    if n_restarts == 1:
-        assert model.confidence_ < CONFIDENCE_THRESHOLD
-        assert np.isnan(model.restart_agreement_)
-    else:
-        assert model.restart_agreement_ < AGREEMENT_THRESHOLD
+    assert model.restart_agreement_ < AGREEMENT_THRESHOLD
+    assert np.isnan(model.return_agreement_) and model.restart_returns_.shape == (0,)
+    assert model.restart_confidences_.shape == (n_restarts + 1,)   # the extra restart ran
+
+
+def test_a_restart_the_refinement_returns_to_confirms_the_fit(tmp_path, monkeypatch):
+    """The return check's path through the fit, on a synthetic pair with a known rotation
+    (24-d, 1,000 rows per side; the check's row minimum lowered so that it runs). Seed 2's
+    first restart fails and its second finds the rotation; the first is not confirmed
+    (return agreement measured 0.22), so the second runs, is confirmed (0.99), and no more
+    run: the kept map is the true rotation and the fit does not warn, although the two
+    restarts disagree."""
+    from minivec2vec.synthetic import generate_pair
+    paths = generate_pair(tmp_path / "pair", 1000, 24, n_test=10, seed=2)
+    R = np.load(paths["true_map"])
+    monkeypatch.setattr(model_module, "RETURN_MIN_ROWS", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AlignmentWarning)
+        model = MiniVec2Vec(random_state=2, n_threads=1, n_restarts=1, extra_restarts=3,
+                            **LIGHT).fit(paths["a"], paths["b"])
+    returns = model.restart_returns_
+    assert returns.shape == model.restart_confidences_.shape == (2,)
+    assert returns[0] < RETURN_THRESHOLD <= returns[1] == model.return_agreement_
+    assert model.restart_agreement_ < AGREEMENT_THRESHOLD
+    assert np.linalg.norm(model.W_ - R) / np.linalg.norm(R) < 0.15
 
 
 def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):

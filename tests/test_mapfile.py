@@ -352,6 +352,8 @@ def test_arrays_must_be_finite_floats(saved, bad):
     ("scale_b_", "big", "scale_b_ is not a number"),
     ("confidence_", "high", "a score is not a number"),
     ("restart_agreement_", [0.5], "a score is not a number"),
+    ("return_agreement_", "far", "a score is not a number"),
+    ("restart_returns_", ["x"], "restart_returns_ is not a list of numbers"),
 ])
 def test_non_numeric_extra_raises(saved, key, value, message):
     members = read_members(saved)
@@ -363,14 +365,16 @@ def test_non_numeric_extra_raises(saved, key, value, message):
         MiniVec2Vec.load(saved)
 
 
+@pytest.mark.parametrize("name", ["restart_agreement_", "return_agreement_"])
 @pytest.mark.parametrize("agreement", [0.625, float("nan")])
-def test_restart_agreement_round_trips(tmp_path, model, agreement):
-    """A single-restart fit has no agreement (NaN): stored as JSON null, read back as NaN."""
-    model.restart_agreement_ = agreement
+def test_restart_agreement_round_trips(tmp_path, model, agreement, name):
+    """A single-restart fit has no restart agreement, a fit from known pairs no return
+    agreement (NaN): stored as JSON null, read back as NaN."""
+    setattr(model, name, agreement)
     model.save(tmp_path / "m.map")
     loaded = MiniVec2Vec.load(tmp_path / "m.map")
-    assert (np.isnan(loaded.restart_agreement_) if np.isnan(agreement)
-            else loaded.restart_agreement_ == agreement)
+    assert (np.isnan(getattr(loaded, name)) if np.isnan(agreement)
+            else getattr(loaded, name) == agreement)
 
 
 def test_transposed_array_shapes_raise(saved):

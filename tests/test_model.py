@@ -169,6 +169,8 @@ def test_save_load_round_trip(tmp_path, rotation_split, rotation_model):
     assert loaded.scale_b_ == rotation_model.scale_b_
     assert loaded.confidence_ == rotation_model.confidence_
     assert loaded.restart_agreement_ == rotation_model.restart_agreement_
+    assert np.isnan(loaded.return_agreement_) and np.isnan(rotation_model.return_agreement_)
+    np.testing.assert_array_equal(loaded.restart_returns_, rotation_model.restart_returns_)
     assert loaded.get_params() == rotation_model.get_params()
     assert (loaded.n_features_a_, loaded.n_features_b_) == (384, 384)
     X = rotation_split.test_a

@@ -1,6 +1,6 @@
 """minivec2vec: unsupervised alignment of two embedding spaces (mini-vec2vec) on CPUs.
 
-Public API: :class:`MiniVec2Vec` (fit / transform / save / load; ``confidence_``,
+Public API: :class:`MiniVec2Vec` (fit / transform / save / load; ``return_agreement_``,
 ``restart_agreement_`` and :class:`AlignmentWarning` say without pairs whether a fit is
 doubtful; ``fit(..., known_pairs=...)`` starts from a few paired items when the unpaired fit
 cannot), :func:`evaluate` and :func:`evaluate_retrieval` (recall of B queries against a mapped
@@ -17,7 +17,7 @@ from ._errors import (DimensionMismatchError, DtypeError, InputError, InputFileE
                       PartialStateError, PathNotFoundError, ShapeError, TooFewRowsError,
                       ZeroRowError)
 from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
-                         AlignmentWarning)
+                         RETURN_THRESHOLD, AlignmentWarning)
 from .evaluation import evaluate, evaluate_retrieval
 from .kmeans import kmeans
 from .knn import knn, merge_topk
@@ -29,6 +29,7 @@ from ._dask import dask_knn, dask_procrustes
 
 __all__ = ["MiniVec2Vec", "NotFittedError", "MapFileError", "AlignmentWarning",
            "CONFIDENCE_THRESHOLD", "AGREEMENT_THRESHOLD", "KNOWN_PAIRS_THRESHOLD",
+           "RETURN_THRESHOLD",
            "MIN_KNOWN_PAIRS", "evaluate", "evaluate_retrieval", "kmeans", "knn",
            "merge_topk", "procrustes", "neighbour_cross_covariance", "ProcrustesPartial",
            "procrustes_partial", "merge_procrustes_partials", "partial_means",

@@ -67,7 +67,8 @@ def _model_params(args):
 
 def _cmd_fit(args):
     from ._validation import check_output_path
-    from .confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD
+    from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
+                             RETURN_THRESHOLD)
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")   # before a fit of minutes, not after
     from .sources import open_source
@@ -89,6 +90,9 @@ def _cmd_fit(args):
                  "restart_agreement": (None if np.isnan(model.restart_agreement_)
                                        else round(model.restart_agreement_, 4)),
                  "agreement_threshold": AGREEMENT_THRESHOLD,
+                 "return_agreement": (None if np.isnan(model.return_agreement_)
+                                      else round(model.return_agreement_, 4)),
+                 "return_threshold": RETURN_THRESHOLD,
                  # restarts run, the extra ones included (1: no check was possible)
                  "restarts": max(1, len(model.restart_confidences_)),
                  "known_pairs": 0 if known_pairs is None else int(known_pairs[0].shape[0]),
@@ -229,7 +233,8 @@ def _cmd_demo(args):
         print(f"  {title}: top-1 {got['top1']:.3f}, mean rank {got['mean_rank']:.2f} "
               f"(supervised ceiling: top-1 {ceiling['top1']:.3f}, mean rank "
               f"{ceiling['mean_rank']:.2f}); unpaired confidence {model.confidence_:.3f}, "
-              f"restart agreement {model.restart_agreement_:.3f}; "
+              f"restart agreement {model.restart_agreement_:.3f}, return agreement "
+              f"{model.return_agreement_:.3f}; "
               f"fit {seconds:.1f} s on {s.train_a.shape[0]} + {s.train_b.shape[0]} unpaired "
               "rows", flush=True)
         print(_demo_retrieval(model, s, args.n_threads), flush=True)

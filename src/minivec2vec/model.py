@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import sys
 import time
@@ -20,8 +21,9 @@ from ._validation import (check_known_pairs, check_positive_int, check_random_st
                           check_rows)
 from .anchors import Anchors, match_anchors
 from .partials import partial_means, procrustes_partial
-from .confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, AlignmentWarning,
-                         alignment_confidence, doubtful, known_pairs_top1, restart_agreement,
+from .confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, RETURN_MIN_ROWS,
+                         RETURN_PASSES, RETURN_THRESHOLD, AlignmentWarning, alignment_confidence, doubtful,
+                         known_pairs_top1, restart_agreement, return_agreement,
                          scoring_sample)
 from .procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
@@ -131,20 +133,21 @@ class MiniVec2Vec:
     (NonFiniteError), all-zero rows (ZeroRowError) and other dtypes (DtypeError) are refused.
     n_restarts : int, default 2
         Independent runs of the stages up to refine-1 (anchors, pseudo-pairs, Procrustes,
-        refine-1, and refine-transport on small inputs), each with its own seed derived from
-        ``random_state``; the run with the best confidence score goes on to the later stages.
+        refine-1, then refine-transport on small inputs or refine-assignment on large ones),
+        each with its own seed derived from ``random_state``. Each restart's map is scored
+        (``restart_confidences_``) and, from ``RETURN_MIN_ROWS`` = 30,000 rows per side,
+        checked (``restart_returns_``: does the refinement come back to it once it is turned
+        far away? see :mod:`minivec2vec.confidence`); the best-scoring map among those that
+        pass (else among all) goes on to the later stages.
         Two or more also give ``restart_agreement_`` (how closely another restart confirms
-        the kept map), the check that tells a failed fit (see :mod:`minivec2vec.confidence`);
-        each restart adds about half of a default fit's time.
+        the kept map).
     extra_restarts : int, default 1
-        Restarts added, one at a time, while no restart confirms the kept one
-        (``restart_agreement_`` below ``AGREEMENT_THRESHOLD``): more chances to find the map,
-        the best by confidence being kept among all and checked against all. They take the
-        seeds further restarts of ``n_restarts`` would have, so a fit that ran k of them
-        equals a fit with ``n_restarts + k`` restarts and no extra ones; fits whose kept map
-        is confirmed are unchanged and cost nothing more. On minilm -> wordllama at full size
-        the one failed default seed of 20 goes from top-1 0.153 to 0.657. 0 disables it; it
-        needs ``n_restarts`` >= 2.
+        Restarts added, one at a time, while the kept map is not confirmed (neither its return
+        agreement reaches ``RETURN_THRESHOLD`` nor another restart agrees with it to
+        ``AGREEMENT_THRESHOLD``): more chances to find the map. They take the seeds further
+        restarts of ``n_restarts`` would have, so a fit that ran k of them equals a fit with
+        ``n_restarts + k`` restarts and no extra ones; fits whose kept map is confirmed are
+        unchanged and cost nothing more. 0 disables it.
     confidence_sample : int, default 5000
         Rows per side used to compute the confidence score.
     known_pairs_weight : float, default 5.0
@@ -160,15 +163,18 @@ class MiniVec2Vec:
     Fitted attributes include ``confidence_`` (unpaired confidence of the final W: 0.34-0.45
     measured for random maps, about 1 for a map as good as B's own sampling noise; between
     different models even the true map scores 0.68-0.80), ``restart_confidences_`` (the
-    score of each restart after refine-1; empty when ``n_restarts`` is 1) and
-    ``restart_agreement_`` (mean cosine between the images of the same A rows under the kept
-    map and under the restart that agrees with it most: at most 0.33 measured for failed
-    restarts, 0.55-0.77 between good ones; NaN when ``n_restarts`` is 1). The fit warns with
-    :class:`AlignmentWarning` when the agreement is below ``AGREEMENT_THRESHOLD`` = 0.40, or,
-    with a single restart, when the confidence is below
-    ``CONFIDENCE_THRESHOLD`` = 0.80. A fit given ``known_pairs`` (see :meth:`fit`) runs no
-    restarts (``restart_agreement_`` NaN) and is checked by ``known_pairs_top1_`` instead
-    (held-out top-1 on the pairs; NaN without them), warning below
+    score of each restart's map), ``restart_returns_`` and ``return_agreement_`` (each
+    restart's, and the kept one's, return agreement: the mean cosine between the images of
+    the same A rows under the refinement run from the map and from the map turned to an
+    agreement of ~0.4 with itself; measured at full size 0.78-0.85 for maps that found the
+    alignment, 0.41-0.62 for failed ones) and ``restart_agreement_`` (mean cosine between the
+    images under the kept map and under the restart that agrees with it most: at most 0.33
+    measured for failed restarts, 0.55-0.77 between good ones; NaN with a single restart).
+    Below ``RETURN_MIN_ROWS`` rows per side the return check does not run (empty / NaN).
+    The fit warns with :class:`AlignmentWarning` unless the return agreement reaches
+    ``RETURN_THRESHOLD`` = 0.70 or the restart agreement ``AGREEMENT_THRESHOLD`` = 0.40. A
+    fit given ``known_pairs`` (see :meth:`fit`) runs no restarts (both NaN) and is checked by
+    ``known_pairs_top1_`` instead (held-out top-1 on the pairs; NaN without them), warning below
     ``KNOWN_PAIRS_THRESHOLD`` = 0.20.
     """
 
@@ -368,8 +374,8 @@ class MiniVec2Vec:
         B = centre_normalise(X_b, self.mean_b_, "X_b", out=X_b if in_place else None)
 
         if known_pairs is None:
-            W, anchors, rng, restart_confidences, agreement, sample = self._search_restarts(
-                A, B, rng, n_threads, sizes, plan, timings)
+            search = self._search_restarts(A, B, rng, n_threads, sizes, plan, timings)
+            W, anchors, rng, sample = search.W, search.anchors, search.rng, search.sample
         else:
             with _stage(timings, "known_pairs", f"{known_pairs[0].shape[0]} pairs"):
                 K_a = centre_normalise(known_pairs[0], self.mean_a_, "known_pairs[0]")
@@ -378,7 +384,7 @@ class MiniVec2Vec:
                 W = procrustes(known_cross_covariance)
             anchors = Anchors(np.empty((0, A.shape[1]), np.float32),
                               np.empty((0, B.shape[1]), np.float32), np.empty(0))
-            restart_confidences, agreement, sample = [], float("nan"), None
+            search, sample = _RestartSearch(), None
 
         W = self._refine(W, A, B, rng, n_threads, sizes, plan, timings,
                          None if known_pairs is None else known_cross_covariance)
@@ -394,9 +400,12 @@ class MiniVec2Vec:
                 sample = scoring_sample(A, B, sample_size=self.confidence_sample,
                                         csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
             self.confidence_ = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
-        self.restart_confidences_ = np.asarray(restart_confidences, dtype=np.float64)
-        self.restart_agreement_ = agreement
-        reason = doubtful(self.confidence_, self.restart_agreement_, self.known_pairs_top1_)
+        self.restart_confidences_ = np.asarray(search.confidences, dtype=np.float64)
+        self.restart_returns_ = np.asarray(search.returns, dtype=np.float64)
+        self.restart_agreement_ = search.agreement
+        self.return_agreement_ = search.kept_return
+        reason = doubtful(self.confidence_, self.restart_agreement_, self.known_pairs_top1_,
+                          self.return_agreement_)
         if reason:
             warnings.warn(f"the alignment is doubtful: {reason}", AlignmentWarning, stacklevel=4)
 
@@ -454,51 +463,66 @@ class MiniVec2Vec:
         return float(np.mean(scores))
 
     def _search_restarts(self, A, B, rng, n_threads, sizes, plan, timings):
-        """Stages 1-4 in ``n_restarts`` (+ extra) independent restarts; returns the kept
-        restart's (W, anchors, rng), every restart's confidence, the kept map's agreement and
-        the scoring sample (None with one restart)."""
-        sample = None
-        restart_rngs = [rng]
-        if self.n_restarts > 1:
-            seeds = rng.integers(0, 2**63 - 1, size=self.n_restarts + 1)
-            sample = scoring_sample(A, B, sample_size=self.confidence_sample,
-                                    csls_k=sizes["csls_k"], rng=np.random.default_rng(seeds[0]),
-                                    n_threads=n_threads)
-            restart_rngs = [np.random.default_rng(seed) for seed in seeds[1:]]
+        """Stages 1-4 in ``n_restarts`` independent restarts, then up to ``extra_restarts``
+        more, one at a time, while the kept map is not confirmed (a :class:`_RestartSearch`)."""
+        seeds = rng.integers(0, 2**63 - 1, size=self.n_restarts + 1)
+        sample = scoring_sample(A, B, sample_size=self.confidence_sample,
+                                csls_k=sizes["csls_k"], rng=np.random.default_rng(seeds[0]),
+                                n_threads=n_threads)
         restarts = []                   # (W, anchors, rng) of each restart, in order
-        restart_confidences = []
+        confidences, returns = [], []
+        # the return check is calibrated at full size only: on small inputs good maps have
+        # narrow basins too (see confidence.py), and the restart agreement decides alone
+        check_returns = min(A.shape[0], B.shape[0]) >= RETURN_MIN_ROWS
+
+        def check_refine(W, check_rng, on_step):
+            # the return check's refinement: the first passes of refine-mutual's schedule
+            return refine_mutual(W, A, B, n_iter=RETURN_PASSES, sample_size=sizes["mutual_sample"],
+                                 final_sample_size=min(2 * sizes["mutual_sample"],
+                                                       sizes["mutual_final_sample"]),
+                                 csls_k=sizes["csls_k"], rng=check_rng, n_threads=n_threads,
+                                 memory_limit=plan["knn_mutual"], on_step=on_step)
 
         def run_restart(restart_rng):
-            logger.info("restart %d: started", len(restarts) + 1)
+            number = len(restarts) + 1
+            logger.info("restart %d: started", number)
             W, anchors = self._initial_map(A, B, restart_rng, n_threads, sizes, plan, timings)
             restarts.append((W, anchors, restart_rng))
-            if sample is not None:      # a single restart has nothing to be chosen against
-                score = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
-                restart_confidences.append(score)
-                logger.info("restart %d: confidence %.3f", len(restart_confidences), score)
+            confidences.append(alignment_confidence(W, sample, sizes["csls_k"], n_threads))
+            logger.info("restart %d: confidence %.3f", number, confidences[-1])
+            if check_returns:
+                with _stage(timings, "return_check", f"2 x {RETURN_PASSES} refine-mutual "
+                            "passes", steps=2 * RETURN_PASSES) as on_step:
+                    returns.append(return_agreement(
+                        W, sample.rows_a, lambda W0, g: check_refine(W0, g, on_step),
+                        restart_rng))
+                logger.info("restart %d: return agreement %.3f", number, returns[-1])
 
-        def kept():                     # the best-scoring restart (the first of equals)
-            return int(np.argmax(restart_confidences)) if restart_confidences else 0
+        def kept():
+            # the best-scoring confirmed restart, else the best-scoring one (first of equals)
+            confirmed = [i for i, r in enumerate(returns) if r >= RETURN_THRESHOLD]
+            candidates = confirmed or range(len(restarts))
+            return max(candidates, key=lambda i: (confidences[i], -i))
 
         def kept_agreement():           # how closely another restart confirms the kept map
-            if sample is None:
-                return float("nan")
             return restart_agreement([W for W, _, _ in restarts], sample.rows_a, kept=kept())
 
-        for restart_rng in restart_rngs:
-            run_restart(restart_rng)
-        agreement = kept_agreement()
-        if self.extra_restarts and agreement < AGREEMENT_THRESHOLD:
-            # the kept map is not confirmed: more chances, seeded as n_restarts + extra would
-            # be, one at a time until the kept map is confirmed
-            for seed in rng.integers(0, 2**63 - 1, size=self.extra_restarts):
-                logger.info("restarts disagree (%.3f): one more", agreement)
-                run_restart(np.random.default_rng(seed))
-                agreement = kept_agreement()
-                if agreement >= AGREEMENT_THRESHOLD:
-                    break
-        W, anchors, rng = restarts[kept()]
-        return W, anchors, rng, restart_confidences, agreement, sample
+        def confirmed():
+            return ((check_returns and returns[kept()] >= RETURN_THRESHOLD)
+                    or (len(restarts) > 1 and kept_agreement() >= AGREEMENT_THRESHOLD))
+
+        for seed in seeds[1:]:
+            run_restart(np.random.default_rng(seed))
+        # the kept map not confirmed: more chances, one at a time until it is
+        for seed in rng.integers(0, 2**63 - 1, size=self.extra_restarts):
+            if confirmed():
+                break
+            logger.info("the kept map is not confirmed: one more restart")
+            run_restart(np.random.default_rng(seed))
+        W, anchors, restart_rng = restarts[kept()]
+        return _RestartSearch(W, anchors, restart_rng, sample, confidences, returns,
+                              kept_agreement(),
+                              returns[kept()] if check_returns else float("nan"))
 
     def _initial_map(self, A, B, rng, n_threads, sizes, plan, timings):
         """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1, then refine-transport on
@@ -638,13 +662,14 @@ class MiniVec2Vec:
                  "confidence_": getattr(self, "confidence_", None),
                  # NaN (one restart) is not JSON: stored as null
                  "restart_agreement_": _finite_or_none(getattr(self, "restart_agreement_", None)),
+                 "return_agreement_": _finite_or_none(getattr(self, "return_agreement_", None)),
                  "known_pairs_top1_": _finite_or_none(getattr(self, "known_pairs_top1_", None)),
                  "minivec2vec_version": __version__}
         if hasattr(self, "stage_settings_"):
             extra["stage_settings_"] = {k: int(v) for k, v in self.stage_settings_.items()}
-        if hasattr(self, "restart_confidences_"):
-            extra["restart_confidences_"] = [_finite_or_none(v)
-                                             for v in self.restart_confidences_]
+        for name in ("restart_confidences_", "restart_returns_"):
+            if hasattr(self, name):
+                extra[name] = [_finite_or_none(v) for v in getattr(self, name)]
         _mapfile.write_map(path, _json_safe_params(self.get_params()), arrays, extra)
 
     @classmethod
@@ -680,7 +705,7 @@ class MiniVec2Vec:
         try:
             if extra.get("confidence_") is not None:
                 model.confidence_ = float(extra["confidence_"])
-            for name in ("restart_agreement_", "known_pairs_top1_"):
+            for name in ("restart_agreement_", "return_agreement_", "known_pairs_top1_"):
                 if name in extra:   # NaN (not computed) is stored as null
                     setattr(model, name, float("nan") if extra[name] is None else float(extra[name]))
         except (TypeError, ValueError):
@@ -693,16 +718,33 @@ class MiniVec2Vec:
                 raise MapFileError(f"{path!r}: corrupt meta.json (stage_settings_ is not a "
                                    "mapping of integers)")
             model.stage_settings_ = dict(settings)
-        if "restart_confidences_" in extra:
-            scores = extra["restart_confidences_"]
+        for name in ("restart_confidences_", "restart_returns_"):
+            if name not in extra:
+                continue
             try:
-                model.restart_confidences_ = np.array(
-                    [float("nan") if v is None else float(v) for v in scores], dtype=np.float64)
+                setattr(model, name, np.array(
+                    [float("nan") if v is None else float(v) for v in extra[name]],
+                    dtype=np.float64))
             except (TypeError, ValueError):
-                raise MapFileError(f"{path!r}: corrupt meta.json (restart_confidences_ is not "
-                                   "a list of numbers)") from None
+                raise MapFileError(f"{path!r}: corrupt meta.json ({name} is not a list of "
+                                   "numbers)") from None
         model.n_features_a_, model.n_features_b_ = W.shape
         return model
+
+
+@dataclasses.dataclass
+class _RestartSearch:
+    """What the restarts found: the kept restart's map, anchors and generator, the scoring
+    sample, every restart's confidence and return agreement, and the kept map's restart
+    agreement and return agreement (empty / NaN / None for a fit started from known pairs)."""
+    W: np.ndarray = None
+    anchors: Anchors = None
+    rng: np.random.Generator = None
+    sample: object = None
+    confidences: list = dataclasses.field(default_factory=list)
+    returns: list = dataclasses.field(default_factory=list)
+    agreement: float = float("nan")
+    kept_return: float = float("nan")
 
 
 # True inside a verbose fit: stages with a count of steps show a progress bar on stderr

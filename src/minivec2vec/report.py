@@ -28,7 +28,7 @@ import numpy as np
 from ._errors import MissingDependencyError, OutputPathError
 from ._validation import check_output_path
 from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
-                         doubtful)
+                         RETURN_THRESHOLD, doubtful)
 from .evaluation import (_paired_ranks, _retrieval_details, check_retrieval_plan,
                          open_test_sets, read_test_sets)
 
@@ -158,24 +158,29 @@ def _self_check(model):
 
     confidence = score("confidence_")
     agreement = score("restart_agreement_")
+    returned = score("return_agreement_")
     known = score("known_pairs_top1_")
     restarts = np.asarray(getattr(model, "restart_confidences_", []), dtype=np.float64)
     if np.isnan(confidence):
         verdict = "the map file holds no self-check scores (written before they were stored)"
     else:
-        reason = doubtful(confidence, agreement, known)
+        reason = doubtful(confidence, agreement, known, returned)
         if reason is not None:
             verdict = f"the alignment is doubtful: {reason}"
         elif not np.isnan(known):
             verdict = (f"no doubt: held-out top-1 on the known pairs {known:.3f} is at least "
                        f"{KNOWN_PAIRS_THRESHOLD}")
+        elif returned >= RETURN_THRESHOLD:
+            verdict = (f"no doubt: the refinement comes back to the kept map once it is turned "
+                       f"away (return agreement {returned:.3f}, threshold {RETURN_THRESHOLD})")
         elif not np.isnan(agreement):
             verdict = (f"no doubt: an independent restart agrees with the kept map "
                        f"(restart agreement {agreement:.3f}, threshold {AGREEMENT_THRESHOLD})")
         else:
             verdict = (f"no doubt: confidence {confidence:.3f} is at least "
                        f"{CONFIDENCE_THRESHOLD} (a single restart: no restart agreement)")
-    return {"confidence": confidence, "agreement": agreement, "known_pairs_top1": known,
+    return {"confidence": confidence, "agreement": agreement, "returned": returned,
+            "known_pairs_top1": known,
             "restarts": restarts, "verdict": verdict}
 
 
@@ -323,7 +328,8 @@ class _Drawer:
         left.set_ylim(0, max(1.15, max(values) * 1.12))
         left.set_title("unpaired confidence", fontsize=10)
         left.tick_params(axis="x", labelsize=8)
-        entries = [("restart agreement", scores["agreement"], AGREEMENT_THRESHOLD),
+        entries = [("return agreement", scores["returned"], RETURN_THRESHOLD),
+                   ("restart agreement", scores["agreement"], AGREEMENT_THRESHOLD),
                    ("known-pairs top-1", scores["known_pairs_top1"], KNOWN_PAIRS_THRESHOLD)]
         for x, (label, value, threshold) in enumerate(entries):
             if np.isnan(value):
@@ -486,6 +492,7 @@ def _html(title, summary, ranks, true_cos, random_cos, scores, images, provenanc
     parts.append(_table(["score", "value", "threshold"], [
         ["confidence_", _fmt(scores["confidence"]), CONFIDENCE_THRESHOLD],
         ["restart_confidences_", restarts, "-"],
+        ["return_agreement_", _fmt(scores["returned"]), RETURN_THRESHOLD],
         ["restart_agreement_", _fmt(scores["agreement"]), AGREEMENT_THRESHOLD],
         ["known_pairs_top1_", _fmt(scores["known_pairs_top1"]), KNOWN_PAIRS_THRESHOLD]]))
     parts.append(f"<p>{_e(scores['verdict'])}.</p>")
