@@ -233,8 +233,9 @@ def _cmd_demo(args):
         print(f"  {title}: top-1 {got['top1']:.3f}, mean rank {got['mean_rank']:.2f} "
               f"(supervised ceiling: top-1 {ceiling['top1']:.3f}, mean rank "
               f"{ceiling['mean_rank']:.2f}); unpaired confidence {model.confidence_:.3f}, "
-              f"restart agreement {model.restart_agreement_:.3f}, return agreement "
-              f"{model.return_agreement_:.3f}; "
+              f"restart agreement {model.restart_agreement_:.3f}"
+              + ("" if np.isnan(model.return_agreement_)
+                 else f", return agreement {model.return_agreement_:.3f}") + "; "
               f"fit {seconds:.1f} s on {s.train_a.shape[0]} + {s.train_b.shape[0]} unpaired "
               "rows", flush=True)
         print(_demo_retrieval(model, s, args.n_threads), flush=True)

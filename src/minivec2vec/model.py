@@ -131,7 +131,7 @@ class MiniVec2Vec:
     Input: float16, float32 or float64 of any strides, read-only or memory-mapped, are used as
     they are; the stages work on one float32 copy of the sampled rows. NaN/Inf rows
     (NonFiniteError), all-zero rows (ZeroRowError) and other dtypes (DtypeError) are refused.
-    n_restarts : int, default 2
+    n_restarts : int, default 1
         Independent runs of the stages up to refine-1 (anchors, pseudo-pairs, Procrustes,
         refine-1, then refine-transport on small inputs or refine-assignment on large ones),
         each with its own seed derived from ``random_state``. Each restart's map is scored
@@ -141,7 +141,7 @@ class MiniVec2Vec:
         pass (else among all) goes on to the later stages.
         Two or more also give ``restart_agreement_`` (how closely another restart confirms
         the kept map).
-    extra_restarts : int, default 1
+    extra_restarts : int, default 5
         Restarts added, one at a time, while the kept map is not confirmed (neither its return
         agreement reaches ``RETURN_THRESHOLD`` nor another restart agrees with it to
         ``AGREEMENT_THRESHOLD``): more chances to find the map. They take the seeds further
@@ -185,8 +185,8 @@ class MiniVec2Vec:
                  mutual_iter=12, mutual_sample=10000,
                  mutual_final_sample=30000,
                  csls_k=10, reproject=True, random_state=None,
-                 n_threads=None, memory_limit=None, fit_sample=100_000, n_restarts=2,
-                 extra_restarts=1, confidence_sample=5000, known_pairs_weight=5.0,
+                 n_threads=None, memory_limit=None, fit_sample=100_000, n_restarts=1,
+                 extra_restarts=5, confidence_sample=5000, known_pairs_weight=5.0,
                  verbose=False):
         self.n_runs = n_runs
         self.n_clusters = n_clusters
