@@ -170,8 +170,8 @@ def test_doubtful_fit_warns(rotation_split, n_restarts):
         model = MiniVec2Vec(random_state=0, n_threads=1, n_runs=1, n_clusters=3,
                             anchor_sample=400, qap_restarts=1, refine_iter=0,
                             transport_iter=0, refine_clusters=0, mutual_iter=0,
-                            confidence_sample=200,
-                            n_restarts=n_restarts).fit(*data)
+                            confidence_sample=200, n_restarts=n_restarts,
+                            extra_restarts=1).fit(*data)
     assert model.restart_agreement_ < AGREEMENT_THRESHOLD
     assert np.isnan(model.return_agreement_) and model.restart_returns_.shape == (0,)
     assert model.restart_confidences_.shape == (n_restarts + 1,)   # the extra restart ran
@@ -200,8 +200,8 @@ def test_a_restart_the_refinement_returns_to_confirms_the_fit(tmp_path, monkeypa
 
 
 def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):
-    """`minivec2vec fit` reports both scores and their thresholds; a crippled fit warns (its
-    two default restarts disagree)."""
+    """`minivec2vec fit` reports the scores and their thresholds; a crippled fit warns (its
+    six default restarts disagree; 400 rows are too few for the return check)."""
     from minivec2vec.cli import main
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
     np.save(a, rotation_split.train_a[:400])
@@ -220,14 +220,15 @@ def test_cli_fit_prints_confidence_and_warns(tmp_path, capsys, rotation_split):
     assert payload["restart_agreement"] == pytest.approx(
         MiniVec2Vec.load(out).restart_agreement_, abs=1e-4)
     assert payload["restart_agreement"] < AGREEMENT_THRESHOLD
-    assert payload["restarts"] == 3          # the two default restarts and the extra one
+    assert payload["restarts"] == 6          # the default restart and the five extra ones
+    assert payload["return_agreement"] is None and payload["return_threshold"] == RETURN_THRESHOLD
 
 
 def _synthetic_fit(paths, seed, extra_restarts):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AlignmentWarning)
-        return MiniVec2Vec(random_state=seed, n_threads=1, extra_restarts=extra_restarts,
-                           **LIGHT).fit(paths["a"], paths["b"])
+        return MiniVec2Vec(random_state=seed, n_threads=1, n_restarts=2,
+                           extra_restarts=extra_restarts, **LIGHT).fit(paths["a"], paths["b"])
 
 
 def test_extra_restart_runs_only_when_the_restarts_disagree(tmp_path):
@@ -271,7 +272,7 @@ def test_extra_restarts_all_run_and_a_failed_fit_still_warns(rotation_split):
         model = MiniVec2Vec(random_state=0, n_threads=1, n_runs=1, n_clusters=3,
                             anchor_sample=400, qap_restarts=1, refine_iter=0,
                             transport_iter=0, refine_clusters=0, mutual_iter=0,
-                            confidence_sample=200, extra_restarts=2).fit(*data)
+                            confidence_sample=200, n_restarts=2, extra_restarts=2).fit(*data)
     assert model.restart_confidences_.shape == (4,)
     assert model.restart_agreement_ < AGREEMENT_THRESHOLD
 

@@ -320,17 +320,16 @@ class _Drawer:
         colors = [_GREY] * restarts.shape[0] + [_BLUE]
         left.bar(labels, values, color=colors)
         left.axhline(CONFIDENCE_THRESHOLD, color=_RED, linestyle="--")
-        left.text(-0.45, CONFIDENCE_THRESHOLD, f"threshold {CONFIDENCE_THRESHOLD} "
-                  "(decides for single-restart fits)", va="bottom", fontsize=7, color=_RED)
         for x, v in enumerate(values):
             left.text(x, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
         left.set_ylabel("confidence_")
         left.set_ylim(0, max(1.15, max(values) * 1.12))
-        left.set_title("unpaired confidence", fontsize=10)
+        left.set_title(f"unpaired confidence (red: threshold {CONFIDENCE_THRESHOLD}, which "
+                       "decides only\nwithout the checks on the right)", fontsize=9)
         left.tick_params(axis="x", labelsize=8)
-        entries = [("return agreement", scores["returned"], RETURN_THRESHOLD),
-                   ("restart agreement", scores["agreement"], AGREEMENT_THRESHOLD),
-                   ("known-pairs top-1", scores["known_pairs_top1"], KNOWN_PAIRS_THRESHOLD)]
+        entries = [("return\nagreement", scores["returned"], RETURN_THRESHOLD),
+                   ("restart\nagreement", scores["agreement"], AGREEMENT_THRESHOLD),
+                   ("known-pairs\ntop-1", scores["known_pairs_top1"], KNOWN_PAIRS_THRESHOLD)]
         for x, (label, value, threshold) in enumerate(entries):
             if np.isnan(value):
                 right.text(x, 0.05, "not computed", ha="center", va="bottom", fontsize=8,
