@@ -2,6 +2,8 @@
 B with a map fitted on the shipped sample, and B queries must find the right items in it."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -87,6 +89,27 @@ def test_faiss_lossy_index_is_refused_with_the_reason(tmp_path, rotation_split):
     faiss.write_index(_index("pq", X), str(tmp_path / "pq.index"))
     with pytest.raises(InputFileError, match="compressed codes"):
         open_source(f"faiss:{tmp_path / 'pq.index'}")
+
+
+def test_faiss_index_rewritten_while_read_is_refused(tmp_path, monkeypatch):
+    """A writer that replaces the index file during FAISS's read: the read is refused, since
+    what was read may mix two versions; a file left alone reads as before."""
+    path = tmp_path / "a.index"
+    vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    faiss.write_index(_index("flat", vectors), str(path))
+    real_read = faiss.read_index
+
+    def read_while_a_writer_replaces_the_file(name, *args):
+        index = real_read(name, *args)
+        faiss.write_index(_index("flat", vectors[:40]), str(path) + ".new")
+        os.replace(str(path) + ".new", path)
+        return index
+
+    monkeypatch.setattr(faiss, "read_index", read_while_a_writer_replaces_the_file)
+    with pytest.raises(InputFileError, match="changed while it was being read"):
+        open_source(f"faiss:{path}")
+    monkeypatch.setattr(faiss, "read_index", real_read)
+    assert open_source(f"faiss:{path}").n_rows == 40
 
 
 def test_faiss_bad_inputs_are_refused_before_writing(tmp_path, rotation_map, rotation_split):

@@ -46,6 +46,12 @@ def _kind(faiss, index):
         "IndexIVFFlat built from them")
 
 
+def _file_state(path):
+    """What tells a rewritten file: its inode, size and modification time."""
+    state = os.stat(path)
+    return state.st_ino, state.st_size, state.st_mtime_ns
+
+
 class FaissIndexSource(StoreSource):
     """The vectors and ids of a FAISS index file, read in full into memory (FAISS indexes live
     in memory), float32."""
@@ -55,12 +61,19 @@ class FaissIndexSource(StoreSource):
         self.name, self.path = name, os.fspath(path)
         if not os.path.isfile(self.path):
             raise PathNotFoundError(f"{name}: no such FAISS index file {self.path!r}")
+        before = _file_state(self.path)
         try:
             index = faiss.read_index(self.path)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputFileError(f"{name}: {self.path!r} is not a readable FAISS index "
                                  f"({first[:200]})") from None
+        if _file_state(self.path) != before:
+            # a writer replaced or extended the file during the read: what was read may mix
+            # two versions of the index
+            raise InputFileError(f"{name}: {self.path!r} changed while it was being read (its "
+                                 "size or modification time moved); read it again once the "
+                                 "writer is done")
         self.id_map = None
         self._owner = index     # owns the C++ index: the downcast views below only borrow it
         index = faiss.downcast_index(index)
@@ -115,8 +128,8 @@ class FaissIndexSource(StoreSource):
         return np.asarray(self.index.reconstruct_n(start, stop - start), dtype=np.float32)
 
     def fingerprint(self):
-        return [[os.path.abspath(self.path), os.path.getsize(self.path),
-                 os.stat(self.path).st_mtime_ns]]
+        _, size, mtime = _file_state(self.path)
+        return [[os.path.abspath(self.path), size, mtime]]
 
     def describe(self):
         return f"FAISS {type(self.index).__name__} {os.path.abspath(self.path)}"
