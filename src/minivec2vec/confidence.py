@@ -13,7 +13,7 @@ recovered hidden rotations. Between genuinely different models even the supervis
 only 0.68-0.80, and a failed fit polished by the refinement 0.68-0.76: the score orders maps of
 one pair (what ``n_restarts`` selects on) but cannot say whether a cross-model fit worked.
 
-``restart_agreement_`` (with ``n_restarts`` >= 2): how closely an independent restart confirms
+``restart_agreement_`` (two or more restarts run): how closely an independent restart confirms
 the kept map, the mean cosine between the images of the same A rows under the kept map and
 under the other restart that agrees with it most (with two restarts: the agreement of the
 two). Independent restarts that found the alignment map a row to nearly the same place;
