@@ -15,7 +15,8 @@ import pytest
 
 from conftest import assert_semi_orthogonal
 from minivec2vec import MiniVec2Vec, NotFittedError
-from minivec2vec.confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, AlignmentWarning
+from minivec2vec.confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD
+from minivec2vec.exceptions import AlignmentWarning
 from minivec2vec.protocol import Split, evaluate_model
 
 model_module = importlib.import_module("minivec2vec.model")

@@ -10,14 +10,15 @@ of the method (:mod:`minivec2vec.partials`) and their Dask drivers :func:`dask_k
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
 """
 from . import _threads  # noqa: F401  (first: selects the Numba threading layer, see there)
-from ._errors import (DimensionMismatchError, DtypeError, InputError, InputFileError,
-                      InvalidParameterError, MapFileError, MapFileVersionError, MemoryLimitError,
-                      MiniVec2VecError, MissingDependencyError, NonFiniteError, NotFittedError,
-                      OutputDirectoryNotFoundError, OutputPathError, ParameterTypeError,
-                      PartialStateError, PathNotFoundError, ShapeError, TooFewRowsError,
-                      ZeroRowError)
+from ._version import __version__
+from .exceptions import (AlignmentWarning, DimensionMismatchError, DtypeError, InputError,
+                         InputFileError, InvalidParameterError, MapFileError, MapFileVersionError,
+                         MemoryLimitError, MiniVec2VecError, MissingDependencyError,
+                         NonFiniteError, NotFittedError, OutputDirectoryNotFoundError,
+                         OutputPathError, ParameterTypeError, PartialStateError, PathNotFoundError,
+                         ShapeError, TooFewRowsError, ZeroRowError)
 from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
-                         RETURN_THRESHOLD, AlignmentWarning)
+                         RETURN_THRESHOLD)
 from .evaluation import evaluate, evaluate_retrieval
 from .kmeans import kmeans
 from .knn import knn, merge_topk
@@ -27,17 +28,16 @@ from .partials import (ProcrustesPartial, finalize_procrustes, merge_procrustes_
 from .procrustes import neighbour_cross_covariance, procrustes
 from ._dask import dask_knn, dask_procrustes
 
-__all__ = ["MiniVec2Vec", "NotFittedError", "MapFileError", "AlignmentWarning",
+__all__ = ["__version__", "MiniVec2Vec", "NotFittedError", "MapFileError", "AlignmentWarning",
            "CONFIDENCE_THRESHOLD", "AGREEMENT_THRESHOLD", "KNOWN_PAIRS_THRESHOLD",
            "RETURN_THRESHOLD",
            "MIN_KNOWN_PAIRS", "evaluate", "evaluate_retrieval", "kmeans", "knn",
            "merge_topk", "procrustes", "neighbour_cross_covariance", "ProcrustesPartial",
            "procrustes_partial", "merge_procrustes_partials", "partial_means",
            "finalize_procrustes", "topk_partial", "dask_knn", "dask_procrustes",
-           # exceptions (see _errors.py for the hierarchy)
+           # minivec2vec.exceptions (its docstring draws the hierarchy)
            "MiniVec2VecError", "InputError", "NonFiniteError", "ZeroRowError", "ShapeError",
            "DimensionMismatchError", "TooFewRowsError", "DtypeError", "MapFileVersionError",
            "OutputPathError", "MemoryLimitError", "InputFileError", "PathNotFoundError",
            "OutputDirectoryNotFoundError", "PartialStateError", "InvalidParameterError",
            "ParameterTypeError", "MissingDependencyError"]
-__version__ = "0.1.0"

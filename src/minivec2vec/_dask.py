@@ -19,8 +19,8 @@ import functools
 
 import numpy as np
 
-from ._errors import (DtypeError, InvalidParameterError, MissingDependencyError, NonFiniteError,
-                      ShapeError, TooFewRowsError, ZeroRowError)
+from .exceptions import (DtypeError, InvalidParameterError, MissingDependencyError, NonFiniteError,
+                         ShapeError, TooFewRowsError, ZeroRowError)
 from ._validation import check_embeddings, check_layout, check_positive_int
 from .knn import _METRICS, merge_topk
 from .model import column_mean, is_dask_array, map_rows, sample_indices

@@ -15,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-from ._errors import MapFileError, MapFileVersionError, PathNotFoundError
+from .exceptions import MapFileError, MapFileVersionError, PathNotFoundError
 from ._validation import check_output_path
 
 FORMAT_NAME = "minivec2vec-map"

@@ -21,7 +21,7 @@ naming what does not fit, before anything is read.
 """
 from __future__ import annotations
 
-from ._errors import MemoryLimitError
+from .exceptions import MemoryLimitError
 from ._validation import parse_memory
 from ._sizing import ASSIGNMENT_MIN_ROWS
 from .knn import plan_knn

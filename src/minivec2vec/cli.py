@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from ._errors import InputFileError, MiniVec2VecError, PathNotFoundError
+from .exceptions import InputFileError, MiniVec2VecError, PathNotFoundError
 
 
 class _Parser(argparse.ArgumentParser):

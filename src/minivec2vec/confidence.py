@@ -68,6 +68,7 @@ import numpy as np
 from scipy.linalg import expm
 
 from .knn import csls_nearest, normalise_rows
+from .exceptions import AlignmentWarning  # noqa: F401  (re-exported: raised from here before 0.2)
 
 CONFIDENCE_THRESHOLD = 0.80
 AGREEMENT_THRESHOLD = 0.40
@@ -77,10 +78,6 @@ RETURN_THRESHOLD = 0.70
 RETURN_TURN = 2.5      # the turn of the return check: agreement ~0.4 between W and T W
 RETURN_PASSES = 6      # refine-mutual passes of each of the return check's two runs
 RETURN_MIN_ROWS = 30_000   # rows per side from which the check runs (where it was measured)
-
-
-class AlignmentWarning(UserWarning):
-    """The unpaired confidence score says the fitted alignment is doubtful."""
 
 
 @dataclass

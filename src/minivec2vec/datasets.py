@@ -10,7 +10,7 @@ from importlib import resources
 
 import numpy as np
 
-from ._errors import InvalidParameterError
+from .exceptions import InvalidParameterError
 from .protocol import Split, random_rotation, split
 
 SAMPLE_MODELS = ("minilm", "wordllama", "e5")

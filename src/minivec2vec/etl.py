@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from ._errors import (InputFileError, InvalidParameterError, MemoryLimitError,
-                      NonFiniteError, ZeroRowError)
+from .exceptions import (InputFileError, InvalidParameterError, MemoryLimitError, NonFiniteError,
+                         ZeroRowError)
 from ._files import write_json_atomic
 from ._threads import resolve_n_threads
 from ._validation import check_output_path
@@ -182,7 +182,7 @@ def _planned_chunk(source, d_out, memory_limit, chunk_rows):
 
 def _sidecar(source, map_path, map_digest, d_out, add_mean, inverse, **extra):
     """The JSON sidecar of an apply output: the map, the input, the rows and the options."""
-    from . import __version__
+    from ._version import __version__
     return {"format": SIDECAR_FORMAT, "map": os.path.abspath(map_path) if map_path else None,
             "map_sha256": map_digest, "input": source.describe(),
             "input_files": source.fingerprint(), "rows": source.n_rows, "dim": d_out,

@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from ._errors import (InputFileError, InvalidParameterError, ParameterTypeError,
-                      PathNotFoundError, ShapeError, TooFewRowsError)
+from .exceptions import (InputFileError, InvalidParameterError, ParameterTypeError,
+                         PathNotFoundError, ShapeError, TooFewRowsError)
 from ._validation import check_embeddings, check_positive_int, check_rows
 from .knn import _knn, normalise_rows
 
@@ -323,7 +323,7 @@ def open_test_sets(model, a_test, b_test, queries=None, column=None):
     accepts: arrays, ``.npy``, ``.parquet``, shard directories, stores) and check what needs no
     data: the feature counts against the map and the pairing. Returns the three sources
     (``queries`` None when not given)."""
-    from ._errors import DimensionMismatchError
+    from .exceptions import DimensionMismatchError
     from .sources import open_source
     model._check_fitted()
     d_a, d_b = model.W_.shape

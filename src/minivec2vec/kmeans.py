@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels, knn
-from ._errors import ShapeError, TooFewRowsError
+from .exceptions import ShapeError, TooFewRowsError
 from ._threads import check_kernels_can_run, parallel_region, resolve_n_threads
 from ._validation import check_embeddings, check_positive_int, check_random_state
 

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import _core
-from ._errors import InvalidParameterError, MemoryLimitError, ShapeError, TooFewRowsError
+from .exceptions import InvalidParameterError, MemoryLimitError, ShapeError, TooFewRowsError
 from ._threads import max_worker_threads, parallel_region, resolve_n_threads
 from ._validation import (as_float32_block, check_embeddings, check_positive_int,
                           parse_memory)

@@ -12,8 +12,8 @@ import warnings
 import numpy as np
 
 from . import _core, _mapfile
-from ._errors import (DimensionMismatchError, InvalidParameterError, MapFileError, NotFittedError,
-                      ZeroRowError)
+from .exceptions import (AlignmentWarning, DimensionMismatchError, InvalidParameterError,
+                         MapFileError, NotFittedError, ZeroRowError)
 from ._memory import chunk_rows, plan_fit, working_budget
 from ._sizing import check_enough_rows, stage_settings
 from ._threads import resolve_n_threads, single_threaded_blas
@@ -22,7 +22,7 @@ from ._validation import (check_known_pairs, check_positive_int, check_random_st
 from .anchors import Anchors, match_anchors
 from .partials import partial_means, procrustes_partial
 from .confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, RETURN_MIN_ROWS,
-                         RETURN_PASSES, RETURN_THRESHOLD, AlignmentWarning, alignment_confidence, doubtful,
+                         RETURN_PASSES, RETURN_THRESHOLD, alignment_confidence, doubtful,
                          known_pairs_top1, restart_agreement, return_agreement,
                          scoring_sample)
 from .procrustes import procrustes
@@ -655,7 +655,7 @@ class MiniVec2Vec:
     def save(self, path):
         """Write the fitted map to exactly ``path`` (no extension added), atomically."""
         self._check_fitted()
-        from . import __version__
+        from ._version import __version__
         arrays = {name: getattr(self, name) for name in self._ARRAYS}
         extra = {"scale_b_": self.scale_b_, "timings_": self.timings_,
                  "scale_a_": _finite_or_none(getattr(self, "scale_a_", None)),

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from ._errors import InvalidParameterError, PartialStateError, ShapeError
+from .exceptions import InvalidParameterError, PartialStateError, ShapeError
 from .knn import knn, merge_topk  # noqa: F401  (merge_topk is the merge of partial (b))
 from .procrustes import procrustes
 from .sources import SUM_ROWS

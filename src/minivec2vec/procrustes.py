@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
-from ._errors import InvalidParameterError, NonFiniteError, ShapeError
+from .exceptions import InvalidParameterError, NonFiniteError, ShapeError
 from ._threads import (check_kernels_can_run, parallel_region, resolve_n_threads,
                        single_threaded_blas)
 

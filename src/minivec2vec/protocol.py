@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import special_ortho_group
 
-from ._errors import ShapeError, TooFewRowsError
+from .exceptions import ShapeError, TooFewRowsError
 from .evaluation import evaluate
 from .model import centre_normalise, column_mean
 from .procrustes import procrustes

@@ -25,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-from ._errors import MissingDependencyError, OutputPathError
+from .exceptions import MissingDependencyError, OutputPathError
 from ._validation import check_output_path
 from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
                          RETURN_THRESHOLD, doubtful)
@@ -439,7 +439,7 @@ def _verdict(summary, scores, true_cos, random_cos):
 
 def _html(title, summary, ranks, true_cos, random_cos, scores, images, provenance, sources,
           model):
-    from . import __version__
+    from ._version import __version__
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doubtful_css = " doubtful" if scores["verdict"].startswith("the alignment is doubtful") \
         else ""

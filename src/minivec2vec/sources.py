@@ -18,8 +18,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ._errors import (DimensionMismatchError, DtypeError, InputFileError, InvalidParameterError,
-                      MissingDependencyError, NonFiniteError, PathNotFoundError, ShapeError)
+from .exceptions import (DimensionMismatchError, DtypeError, InputFileError, InvalidParameterError,
+                         MissingDependencyError, NonFiniteError, PathNotFoundError, ShapeError)
 from ._validation import check_embeddings, check_rows
 
 SUM_ROWS = 8192          # column sums are accumulated in sub-blocks of this many rows, in order

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ._errors import InvalidParameterError
+from .exceptions import InvalidParameterError
 
 CHUNK_ROWS = 8192
 _SIDE_A, _SIDE_B, _TEST = 0, 1, 2

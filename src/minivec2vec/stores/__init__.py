@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .._errors import InvalidParameterError
+from ..exceptions import InvalidParameterError
 from ..sources import EmbeddingSource
 
 _SCHEMES = {"faiss": "faiss_index", "lance": "lance_table", "qdrant": "qdrant_collection"}

@@ -16,8 +16,8 @@ import os
 
 import numpy as np
 
-from .._errors import (InputFileError, InvalidParameterError, MissingDependencyError,
-                       PathNotFoundError)
+from ..exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
+                          PathNotFoundError)
 from .._validation import check_output_path
 from . import StoreSource
 

@@ -20,9 +20,9 @@ import shutil
 
 import numpy as np
 
-from .._errors import (DtypeError, InputFileError,
-                       InvalidParameterError, MissingDependencyError, NonFiniteError,
-                       OutputPathError, PathNotFoundError)
+from ..exceptions import (DtypeError, InputFileError, InvalidParameterError,
+                          MissingDependencyError, NonFiniteError, OutputPathError,
+                          PathNotFoundError)
 from .._validation import check_output_path
 from .._files import read_json, write_json_atomic
 from . import StoreSource

@@ -27,8 +27,8 @@ import os
 
 import numpy as np
 
-from .._errors import (InputFileError, InvalidParameterError, MissingDependencyError,
-                       OutputPathError, PathNotFoundError)
+from ..exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
+                          OutputPathError, PathNotFoundError)
 from .._files import read_json, write_json_atomic
 from . import StoreSource
 

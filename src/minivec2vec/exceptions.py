@@ -1,4 +1,4 @@
-"""The exceptions minivec2vec raises, one class per kind of problem.
+"""The exceptions and the warning minivec2vec raises, one class per kind of problem.
 
 Every class derives from :class:`MiniVec2VecError` (catch it to catch anything this package
 refuses) AND from the built-in exception that the same problem raised before these classes
@@ -25,6 +25,8 @@ existed, so ``except ValueError`` / ``except TypeError`` / ``except OSError`` /
     ├── MissingDependencyError(ImportError) an optional extra (dask, pyarrow) is not installed
     ├── MemoryLimitError(MemoryError)       memory_limit too small for one block
     └── NotFittedError(RuntimeError)        transform/save before fit
+
+    AlignmentWarning(UserWarning)           a fit the unpaired self-check finds doubtful
 """
 from __future__ import annotations
 
@@ -108,3 +110,9 @@ class ParameterTypeError(MiniVec2VecError, TypeError):
 
 class MissingDependencyError(MiniVec2VecError, ImportError):
     """An optional dependency (dask, pyarrow) needed for this input is not installed."""
+
+
+class AlignmentWarning(UserWarning):
+    """A fit finished, but the unpaired self-check finds the map doubtful (no restart came
+    back to its map after being turned away, no two restarts agreed, or the known pairs'
+    held-out check failed). The message names the reason."""

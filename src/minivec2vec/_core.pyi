@@ -1,0 +1,49 @@
+"""Type stub of the compiled module ``minivec2vec._core`` (csrc/bindings.cpp).
+
+Every array argument is checked for dtype, 2-D shape and row contiguity, never copied; the
+functions that take ``scores`` / ``indices`` update those caller-owned heaps in place. All of
+them release the GIL while they work.
+"""
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+Float32Array = npt.NDArray[np.float32]
+Int64Array = npt.NDArray[np.int64]
+
+def fold_tile(tile: Float32Array, offset: int, scores: Float32Array,
+              indices: Int64Array) -> None:
+    """Fold a similarity tile (n_rows, n_cols) into per-row running top-k heaps (n_rows, k),
+    column j of the tile being global index ``offset + j``."""
+
+class Int8Database:
+    """float32 rows quantised row by row to int8 codes, packed for :func:`search_int8`."""
+    n_rows: int
+    n_features: int
+    @property
+    def nbytes(self) -> int: ...
+    def __init__(self, rows: Float32Array, bias: npt.NDArray[np.float32] | None = None) -> None:
+        """Quantise and pack ``rows`` (n, d); the score of row j becomes q . x_j + bias[j]."""
+
+def has_vnni() -> bool:
+    """True when this CPU can run :func:`search_int8` (AVX-512 VNNI)."""
+
+def search_int8(queries: Float32Array, packed: Int8Database, rows: Float32Array, offset: int,
+                scores: Float32Array, indices: Int64Array) -> None:
+    """Exact top-k by inner product, screened with int8 dot products with a rigorous error
+    bound and re-scored in float32 from ``rows`` (the database ``packed`` was built from)."""
+
+def rows_times(X: Float32Array, W: Float32Array, out: Float32Array, n_threads: int) -> None:
+    """``out = X @ W`` in float32, each element summed in a fixed order, so a row's result does
+    not depend on its block, its position or the thread count."""
+
+def has_fma() -> bool:
+    """True when :func:`rows_times` uses fused multiply-adds (AVX2 + FMA) on this CPU."""
+
+def sort_topk(scores: Float32Array, indices: Int64Array) -> None:
+    """Sort running top-k heaps in place into best-first order (ties: lower index first)."""
+
+def merge_topk(scores_a: Float32Array, indices_a: Int64Array, scores_b: Float32Array,
+               indices_b: Int64Array) -> tuple[Float32Array, Int64Array]:
+    """Merge two best-first top-k lists per row into new (scores, indices) arrays."""
