@@ -1,5 +1,5 @@
-"""The README's store-migration examples run as written on the shipped sample, and each
-migrated store answers B queries with the right ids."""
+"""The README's examples run as written on the shipped sample: the quickstart prints the
+top-1 it promises, and each migrated store answers B queries with the right ids."""
 from __future__ import annotations
 
 import contextlib
@@ -37,3 +37,27 @@ def test_store_migration_examples_run_and_find_the_right_ids(tmp_path, monkeypat
     found = dict(re.findall(r"^(\w+) top-1 ([0-9.]+)$", out.getvalue(), flags=re.M))
     assert set(found) == {"faiss", "lance", "qdrant"}, out.getvalue()
     assert all(float(v) >= 0.95 for v in found.values()), found
+
+
+@pytest.mark.skipif(not README.exists(), reason="runs from a source checkout")
+def test_quickstart_runs(tmp_path, monkeypatch):
+    """The first python block under "## Quickstart", executed as written in an empty directory.
+
+    Measured on the sample (seed 0): hidden rotation top-1 1.0, minilm -> e5 from 100 known
+    pairs 0.703; the floors leave room for BLAS rounding on other CPUs, not for a worse fit."""
+    blocks = _section_blocks("## Quickstart")
+    assert blocks, "the quickstart has a python block"
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(blocks[0], str(README), "exec"), {"__name__": "__readme_quickstart__"})
+    printed = out.getvalue()
+    rotation = re.search(r"^hidden rotation: top-1 ([0-9.]+)$", printed, flags=re.M)
+    e5 = re.search(r"^minilm -> e5, 100 known pairs: top-1 ([0-9.]+)$", printed, flags=re.M)
+    assert rotation and e5, printed
+    assert float(rotation.group(1)) >= 0.95, printed
+    assert float(e5.group(1)) >= 0.60, printed
+    assert (tmp_path / "minilm_to_e5.map").is_file()
+    # the README states what the block prints
+    section = README.read_text(encoding="utf-8").split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    assert "hidden rotation: top-1 1.0" in section and "top-1 0.703" in section
