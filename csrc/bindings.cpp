@@ -1,9 +1,11 @@
-// pybind11 glue for the top-k kernels of topk.hpp: checks shapes, dtypes and
-// layout with clear messages (no silent copies: in-out arrays must be the
-// caller's own buffers), then releases the GIL around the work.
+// pybind11 glue for the kernels of topk.hpp, knn_int8.hpp, rows_times.hpp and
+// assignment.hpp: checks shapes, dtypes and layout with clear messages (no silent
+// copies: in-out arrays must be the caller's own buffers), then releases the GIL
+// around the work.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -11,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "assignment.hpp"
 #include "knn_int8.hpp"
 #include "rows_times.hpp"
 #include "topk.hpp"
@@ -252,10 +255,99 @@ void rows_times(const py::array &X, const py::array &W, py::array &out, int64_t 
     for (auto &thread : threads) thread.join();
 }
 
+
+// raised by sparse_assignment when the candidate edges hold no perfect matching
+struct NoPerfectMatching : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+py::tuple sparse_assignment(const py::array &columns, const py::array &scores, int64_t n_cols) {
+    check_matrix<int64_t>(columns, "columns", false);
+    check_matrix<float>(scores, "scores", false);
+    const int64_t n = columns.shape(0), k = columns.shape(1);
+    if (scores.shape(0) != n || scores.shape(1) != k) {
+        throw py::value_error("sparse_assignment: columns has shape (" + std::to_string(n) + ", " +
+                              std::to_string(k) + ") but scores has (" +
+                              std::to_string(scores.shape(0)) + ", " +
+                              std::to_string(scores.shape(1)) + ")");
+    }
+    if (n > 1 && (columns.strides(0) != k * static_cast<int64_t>(sizeof(int64_t)) ||
+                  scores.strides(0) != k * static_cast<int64_t>(sizeof(float)))) {
+        throw py::value_error("sparse_assignment: columns and scores must be C-contiguous");
+    }
+    if (n_cols < 0 || n_cols > std::numeric_limits<int32_t>::max()) {
+        throw py::value_error("sparse_assignment: n_cols must be in [0, 2**31), got " +
+                              std::to_string(n_cols));
+    }
+    const int64_t *c = static_cast<const int64_t *>(columns.data());
+    const float *s = static_cast<const float *>(scores.data());
+    const int64_t edges = n * k;
+    int64_t bad_column = -1, bad_score = -1;
+    py::array_t<int64_t> out_rows(n), out_cols(n);
+    int64_t *rows = out_rows.mutable_data(), *cols = out_cols.mutable_data();
+    bool solved = false;
+    {
+        py::gil_scoped_release release;
+        for (int64_t e = 0; e < edges && bad_column < 0; ++e) {
+            if (c[e] < 0 || c[e] >= n_cols) bad_column = e;
+        }
+        for (int64_t e = 0; e < edges && bad_score < 0; ++e) {
+            if (!std::isfinite(s[e])) bad_score = e;
+        }
+        if (bad_column < 0 && bad_score < 0) {
+            solved = mv2v::lap::solve_sparse_assignment(c, s, n, k, n_cols, cols);
+            for (int64_t i = 0; i < n; ++i) rows[i] = i;
+        }
+    }
+    if (bad_column >= 0) {
+        throw py::value_error("sparse_assignment: columns[" + std::to_string(bad_column / k) +
+                              ", " + std::to_string(bad_column % k) + "] = " +
+                              std::to_string(c[bad_column]) + " is outside [0, n_cols = " +
+                              std::to_string(n_cols) + ")");
+    }
+    if (bad_score >= 0) {
+        throw py::value_error("sparse_assignment: scores[" + std::to_string(bad_score / k) + ", " +
+                              std::to_string(bad_score % k) + "] is NaN or infinite");
+    }
+    if (!solved) {
+        throw NoPerfectMatching(
+            "sparse_assignment: the candidate edges admit no perfect matching of the " +
+            std::to_string(n) + " rows into " + std::to_string(n_cols) + " columns");
+    }
+    return py::make_tuple(out_rows, out_cols);
+}
+
+py::tuple row_topk(const py::array &matrix, int64_t k) {
+    check_matrix<float>(matrix, "matrix", false);
+    const int64_t n = matrix.shape(0), n_cols = matrix.shape(1);
+    if (k < 1 || k > n_cols) {
+        throw py::value_error("row_topk: k must be in [1, n_cols = " + std::to_string(n_cols) +
+                              "], got " + std::to_string(k));
+    }
+    if (n_cols > std::numeric_limits<int32_t>::max()) {
+        throw py::value_error("row_topk: at most 2**31 - 1 columns");
+    }
+    if (n > 1 && (matrix.strides(0) <= 0 ||
+                  matrix.strides(0) % static_cast<int64_t>(sizeof(float)) != 0)) {
+        throw py::value_error("row_topk: row stride must be a positive multiple of 4 bytes");
+    }
+    py::array_t<float> out_s({n, k});
+    py::array_t<int64_t> out_i({n, k});
+    const float *x = static_cast<const float *>(matrix.data());
+    float *s = out_s.mutable_data();
+    int64_t *ix = out_i.mutable_data();
+    const int64_t ld = row_stride(matrix);
+    {
+        py::gil_scoped_release release;
+        mv2v::lap::select_top_columns(x, ld, n, n_cols, k, s, ix);
+    }
+    return py::make_tuple(out_s, out_i);
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-    m.doc() = "minivec2vec compiled kernels: fused running top-k selection over similarity tiles.";
+    m.doc() = "minivec2vec compiled kernels: fused running top-k selection over similarity tiles, "
+              "int8-screened search, fixed-order products, sparse linear assignment.";
     m.def("fold_tile", &fold_tile, py::arg("tile"), py::arg("offset"), py::arg("scores"),
           py::arg("indices"),
           R"doc(Fold a similarity tile into per-query running top-k heaps (in place).
@@ -288,6 +380,21 @@ its position there or the thread count (see rows_times.hpp). X: (n, d_a) rows co
 W: (d_a, d_b) C-contiguous; out: (n, d_b) rows contiguous, writeable. Releases the GIL.)doc");
     m.def("has_fma", &mv2v::rows_times::cpu_has_fma,
           "True when rows_times uses fused multiply-adds (AVX2 + FMA) on this CPU.");
+    py::register_exception<NoPerfectMatching>(m, "NoPerfectMatchingError", PyExc_ValueError);
+    m.def("sparse_assignment", &sparse_assignment, py::arg("columns"), py::arg("scores"),
+          py::arg("n_cols"),
+          R"doc(Exact maximum-total-score perfect matching of n rows into n_cols >= n columns,
+row i taking one of the columns columns[i, :k] (int64, (n, k) C-contiguous) with the scores
+scores[i, :k] (float32, finite, same shape); a column listed twice in a row counts with its
+best score. Shortest augmenting paths with potentials (Jonker-Volgenant style) in double
+precision; deterministic, single-threaded. Returns (rows, cols), int64 (n,), rows ascending.
+Raises NoPerfectMatchingError (a ValueError) when the edges admit no perfect matching.
+Releases the GIL.)doc");
+    m.def("row_topk", &row_topk, py::arg("matrix"), py::arg("k"),
+          R"doc(The k best entries of every row of a float32 (n, n_cols) matrix (rows contiguous),
+1 <= k <= n_cols: higher score first, the lower column first on equal scores, NaN below
+every number. Returns new (scores float32 (n, k), columns int64 (n, k)), each row best-first
+(the order sparse_assignment reads fastest). Single-threaded; releases the GIL.)doc");
     m.def("sort_topk", &sort_topk, py::arg("scores"), py::arg("indices"),
           "Sort running top-k heaps in place into best-first order (ties: lower index first).");
     m.def("merge_topk", &merge_topk, py::arg("scores_a"), py::arg("indices_a"), py::arg("scores_b"),

@@ -1,8 +1,8 @@
 """Type stub of the compiled module ``minivec2vec._core`` (csrc/bindings.cpp).
 
 Every array argument is checked for dtype, 2-D shape and row contiguity, never copied; the
-functions that take ``scores`` / ``indices`` update those caller-owned heaps in place. All of
-them release the GIL while they work.
+top-k functions that take ``scores`` / ``indices`` heaps update those caller-owned arrays in
+place. All of them release the GIL while they work.
 """
 from __future__ import annotations
 
@@ -47,3 +47,18 @@ def sort_topk(scores: Float32Array, indices: Int64Array) -> None:
 def merge_topk(scores_a: Float32Array, indices_a: Int64Array, scores_b: Float32Array,
                indices_b: Int64Array) -> tuple[Float32Array, Int64Array]:
     """Merge two best-first top-k lists per row into new (scores, indices) arrays."""
+
+class NoPerfectMatchingError(ValueError):
+    """Raised by :func:`sparse_assignment` when the candidate edges admit no perfect matching."""
+
+def sparse_assignment(columns: Int64Array, scores: Float32Array,
+                      n_cols: int) -> tuple[Int64Array, Int64Array]:
+    """Exact maximum-total-score perfect matching of the n rows into ``n_cols`` >= n columns,
+    row i taking one of ``columns[i]`` (int64 (n, k), C-contiguous, in [0, n_cols)) with the
+    finite scores ``scores[i]`` (float32, same shape). Returns (rows, cols), int64 (n,), rows
+    ascending; deterministic. Raises :class:`NoPerfectMatchingError` when there is none."""
+
+def row_topk(matrix: Float32Array, k: int) -> tuple[Float32Array, Int64Array]:
+    """The k best entries of every row of ``matrix`` (n, n_cols), 1 <= k <= n_cols: higher
+    score first, the lower column on equal scores, NaN below every number. Returns new
+    (scores float32 (n, k), columns int64 (n, k)), each row best-first."""
