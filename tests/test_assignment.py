@@ -308,3 +308,19 @@ def test_row_topk_rejects_bad_input():
     values, columns = _core.row_topk(np.ones((6, 10), np.float32)[::2], 2)   # a row stride is fine
     assert columns.tolist() == [[0, 1]] * 3
 
+
+def test_assign_is_scipys_sparse_optimum_on_real_like_scores():
+    """_assign keeps CANDIDATES = 100 columns per row and solves them exactly: the same total
+    as scipy's LAPJVsp on the argpartition candidates."""
+    rng = np.random.default_rng(11)
+    A, B = random_unit_rows(rng, 1500, 24), random_unit_rows(rng, 1500, 24)
+    scores = (A @ procrustes(rng.standard_normal((24, 24))).astype(np.float32)) @ B.T
+    rows, cols = assignment._assign(scores)
+    n = scores.shape[1]
+    keep = assignment.CANDIDATES
+    candidates = np.argpartition(scores, n - keep, axis=1)[:, n - keep:]
+    candidates = np.ascontiguousarray(candidates, dtype=np.int64)
+    values = np.ascontiguousarray(np.take_along_axis(scores, candidates, axis=1))
+    expected = _scipy_sparse_total(candidates, values, n)
+    got = _matched_total(candidates, values, rows, cols)
+    assert got == pytest.approx(expected, rel=1e-9)
