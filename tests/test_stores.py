@@ -129,3 +129,50 @@ def test_faiss_bad_inputs_are_refused_before_writing(tmp_path, rotation_map, rot
         apply_map(str(rotation_map), str(tmp_path / "a.npy"), f"faiss:{tmp_path / 'o.index'}",
                   progress=False)
     assert not (tmp_path / "out.index").exists() and not (tmp_path / "o.index").exists()
+
+
+def test_the_old_index_answers_b_queries_through_the_inverse_map(tmp_path, rotation_split,
+                                                                 rotation_map):
+    """The cut-over: the A index stays as it is, B queries are mapped B -> A (``apply
+    --inverse`` on the query file) and searched in it; they find their items exactly as the
+    same search on arrays does, and as often as B queries against the migrated store."""
+    s = rotation_split
+    model = MiniVec2Vec.load(rotation_map)
+    corpus_a = np.ascontiguousarray(s.test_a, dtype=np.float32)
+    old = faiss.IndexIDMap2(faiss.IndexFlatIP(corpus_a.shape[1]))
+    ids = np.arange(corpus_a.shape[0], dtype=np.int64) + 5000
+    old.add_with_ids(corpus_a, ids)
+    np.save(tmp_path / "queries_b.npy", s.test_b)
+    assert main(["apply", str(rotation_map), str(tmp_path / "queries_b.npy"), "-o",
+                 str(tmp_path / "queries_in_a.npy"), "--inverse", "--quiet"]) == 0
+    queries_in_a = np.load(tmp_path / "queries_in_a.npy")
+    np.testing.assert_array_equal(queries_in_a, model.inverse_transform(s.test_b))
+    _, found = old.search(queries_in_a, 1)
+    top1_old_index = np.mean(found[:, 0] == ids)
+    expected = np.argmax(queries_in_a @ corpus_a.T, axis=1) + 5000    # brute force on arrays
+    np.testing.assert_array_equal(found[:, 0], expected)
+    forward = model.transform(corpus_a)
+    queries_b = np.asarray(s.test_b, np.float32) - model.mean_b_.astype(np.float32)
+    top1_migrated = np.mean(np.argmax(queries_b @ forward.T, axis=1) == np.arange(len(ids)))
+    assert top1_old_index >= 0.95 and abs(top1_old_index - top1_migrated) <= 0.01
+
+
+def test_fit_reads_its_training_rows_from_stores(tmp_path, rotation_split):
+    """``minivec2vec fit faiss:A faiss:B`` fits the same map, to the bit, as the fit on the
+    arrays the indexes hold (known pairs keep the fit short; the rows come from the stores)."""
+    s = rotation_split
+    train_a = np.ascontiguousarray(s.train_a, dtype=np.float32)
+    train_b = np.ascontiguousarray(s.train_b, dtype=np.float32)
+    faiss.write_index(_index("flat", train_a), str(tmp_path / "a.index"))
+    faiss.write_index(_index("hnsw", train_b), str(tmp_path / "b.index"))
+    np.save(tmp_path / "pairs_a.npy", train_a[:100])
+    np.save(tmp_path / "pairs_b.npy", np.asarray(s.paired_train_b[:100], np.float32))
+    assert main(["fit", f"faiss:{tmp_path / 'a.index'}", f"faiss:{tmp_path / 'b.index'}",
+                 "-o", str(tmp_path / "from_stores.map"), "--seed", "0", "--n-threads", "1",
+                 "--known-pairs", str(tmp_path / "pairs_a.npy"), str(tmp_path / "pairs_b.npy"),
+                 "--quiet"]) == 0
+    from_stores = MiniVec2Vec.load(tmp_path / "from_stores.map")
+    from_arrays = MiniVec2Vec(random_state=0, n_threads=1).fit(
+        train_a, train_b, known_pairs=(train_a[:100], np.load(tmp_path / "pairs_b.npy")))
+    assert from_stores.W_.tobytes() == from_arrays.W_.tobytes()
+    assert from_stores.mean_b_.tobytes() == from_arrays.mean_b_.tobytes()
