@@ -175,7 +175,7 @@ def _bad_inputs(tmp):
     """(entry point, bad input) -> (call, expected MiniVec2VecError subclass, message pattern)."""
     import minivec2vec as m
     from minivec2vec import partials
-    from minivec2vec._memory import working_budget
+    from minivec2vec._runtime.memory import working_budget
     from minivec2vec.sources import open_source, scan
 
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """Small inputs, memory limits, output paths and input layouts.
 
 * the minimum rows rule (50 rows per anchor cluster: 1,000 per side with the defaults) and the
-  scale-down rule of every other size (minivec2vec/_sizing.py);
+  scale-down rule of every other size (minivec2vec/_runtime/sizing.py);
 * a memory_limit too small for one block fails before the first stage;
 * an unwritable output path fails before any work (save, CLI fit -o, CLI apply -o);
 * strided, read-only, float16 and float64 inputs give the results of contiguous float32 ones,
@@ -19,7 +19,7 @@ from scipy.stats import ortho_group
 import minivec2vec.model as model_module
 from minivec2vec import (AlignmentWarning, MemoryLimitError, MiniVec2Vec, OutputPathError,
                          TooFewRowsError, knn)
-from minivec2vec._sizing import minimum_rows, stage_settings
+from minivec2vec._runtime.sizing import minimum_rows, stage_settings
 from minivec2vec.cli import main
 from minivec2vec.protocol import Split, evaluate_model
 
@@ -168,7 +168,7 @@ def test_fit_runs_under_a_small_but_sufficient_memory_limit(rotation_split):
 def test_refine_transport_plan_that_cannot_fit_is_refused_before_the_first_stage():
     """Refine-transport holds a transport_rows x transport_rows plan: 3,000 rows per side with
     transport_rows=3000 need 64 MB for it, which 50 MB above the fixed overhead cannot hold."""
-    from minivec2vec._memory import FIXED_OVERHEAD
+    from minivec2vec._runtime.memory import FIXED_OVERHEAD
     rng = np.random.default_rng(0)
     A = rng.standard_normal((3000, 384)).astype(np.float32)
     B = rng.standard_normal((3000, 384)).astype(np.float32)

@@ -16,7 +16,7 @@ import pytest
 
 import minivec2vec
 from minivec2vec import MemoryLimitError, MiniVec2Vec, evaluate
-from minivec2vec._memory import FIXED_OVERHEAD
+from minivec2vec._runtime.memory import FIXED_OVERHEAD
 from minivec2vec.cli import main
 from minivec2vec.etl import apply_map
 from minivec2vec.model import column_mean, sample_rows

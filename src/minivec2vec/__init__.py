@@ -9,7 +9,7 @@ kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`; the
 of the method (:mod:`minivec2vec.partials`) and their Dask drivers :func:`dask_knn`,
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
 """
-from . import _threads  # noqa: F401  (first: selects the Numba threading layer, see there)
+from ._runtime import threads as _threads  # noqa: F401  (first: selects the Numba threading layer, see there)
 from ._version import __version__
 from .exceptions import (AlignmentWarning, DimensionMismatchError, DtypeError, InputError,
                          InputFileError, InvalidParameterError, MapFileError, MapFileVersionError,

@@ -21,7 +21,7 @@ import numpy as np
 
 from .exceptions import (DtypeError, InvalidParameterError, MissingDependencyError, NonFiniteError,
                          ShapeError, TooFewRowsError, ZeroRowError)
-from ._validation import check_embeddings, check_layout, check_positive_int
+from ._runtime.validation import check_embeddings, check_layout, check_positive_int
 from .knn import _METRICS, merge_topk
 from .model import column_mean, is_dask_array, map_rows, sample_indices
 from .partials import (finalize_procrustes, merge_procrustes_partials, partial_means,

@@ -3,7 +3,7 @@
 Conventions (after scikit-learn's k-means kernels): outputs are preallocated by the caller and
 tagged ``# OUT`` / ``# INOUT``; work is split in fixed chunks of ``CHUNK`` rows, so the result
 of every kernel is identical whatever the number of threads; BLAS calls inside ``prange`` rely on
-the caller holding BLAS to one thread (``_threads.parallel_region``).
+the caller holding BLAS to one thread (``_runtime.threads.parallel_region``).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _kernels
-from ._threads import single_threaded_blas
+from ._runtime.threads import single_threaded_blas
 from .kmeans import kmeans
 
 

@@ -45,7 +45,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from . import _core
-from ._threads import resolve_n_threads, single_threaded_blas
+from ._runtime.threads import resolve_n_threads, single_threaded_blas
 from .procrustes import procrustes
 
 BATCHES_PER_STEP = 2   # pairs of batches solved per step (on up to n_threads threads)

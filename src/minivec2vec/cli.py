@@ -66,7 +66,7 @@ def _model_params(args):
 
 
 def _cmd_fit(args):
-    from ._validation import check_output_path
+    from ._runtime.validation import check_output_path
     from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
                              RETURN_THRESHOLD)
     from .model import MiniVec2Vec
@@ -102,7 +102,7 @@ def _cmd_fit(args):
 
 
 def _cmd_apply(args):
-    from ._validation import check_output_path
+    from ._runtime.validation import check_output_path
     from .etl import apply_map
     from .model import MiniVec2Vec
     from .stores import parse

@@ -25,9 +25,9 @@ import numpy as np
 from .exceptions import (InputFileError, InvalidParameterError, MemoryLimitError, NonFiniteError,
                          ZeroRowError)
 from ._files import write_json_atomic
-from ._threads import resolve_n_threads
-from ._validation import check_output_path
-from ._memory import chunk_rows as plan_chunk_rows, working_budget
+from ._runtime.threads import resolve_n_threads
+from ._runtime.validation import check_output_path
+from ._runtime.memory import chunk_rows as plan_chunk_rows, working_budget
 from .sources import open_source
 
 SIDECAR_FORMAT = "minivec2vec-apply"

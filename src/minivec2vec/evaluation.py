@@ -21,7 +21,7 @@ import numpy as np
 
 from .exceptions import (InputFileError, InvalidParameterError, ParameterTypeError,
                          PathNotFoundError, ShapeError, TooFewRowsError)
-from ._validation import check_embeddings, check_positive_int, check_rows
+from ._runtime.validation import check_embeddings, check_positive_int, check_rows
 from .knn import _knn, normalise_rows
 
 # the kNN module itself (``minivec2vec.knn`` as an attribute is the package's knn function)

@@ -12,8 +12,8 @@ import numpy as np
 
 from . import _kernels, knn
 from .exceptions import ShapeError, TooFewRowsError
-from ._threads import check_kernels_can_run, parallel_region, resolve_n_threads
-from ._validation import check_embeddings, check_positive_int, check_random_state
+from ._runtime.threads import check_kernels_can_run, parallel_region, resolve_n_threads
+from ._runtime.validation import check_embeddings, check_positive_int, check_random_state
 
 
 # Below this many multiply-adds per assignment pass, one thread is faster than a parallel region

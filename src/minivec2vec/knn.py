@@ -16,7 +16,7 @@ number of queries only, so results are bit-identical whatever the thread count.
 
 Concurrent calls from several Python threads give results bit-identical to a lone call's,
 with either engine: the BLAS engine's GEMMs run with BLAS held at one thread while any call
-runs (``_threads.single_threaded_blas``). That hold once failed silently when a call came
+runs (``_runtime.threads.single_threaded_blas``). That hold once failed silently when a call came
 from a thread other than the first to set BLAS's count (threadpoolctl lets only that thread
 change a pthreads OpenBLAS's count), and the overlapping calls' scores then came out ~1e-5
 apart on AVX2 CPUs. On the BLAS engine, two equal database rows may still be scored a
@@ -32,8 +32,8 @@ import numpy as np
 
 from . import _core
 from .exceptions import InvalidParameterError, MemoryLimitError, ShapeError, TooFewRowsError
-from ._threads import max_worker_threads, parallel_region, resolve_n_threads
-from ._validation import (as_float32_block, check_embeddings, check_positive_int,
+from ._runtime.threads import max_worker_threads, parallel_region, resolve_n_threads
+from ._runtime.validation import (as_float32_block, check_embeddings, check_positive_int,
                           parse_memory)
 
 _METRICS = ("ip", "cosine")

@@ -14,10 +14,10 @@ import numpy as np
 from . import _core, _mapfile
 from .exceptions import (AlignmentWarning, DimensionMismatchError, InvalidParameterError,
                          MapFileError, NotFittedError, ZeroRowError)
-from ._memory import chunk_rows, plan_fit, working_budget
-from ._sizing import check_enough_rows, stage_settings
-from ._threads import resolve_n_threads, single_threaded_blas
-from ._validation import (check_known_pairs, check_positive_int, check_random_state,
+from ._runtime.memory import chunk_rows, plan_fit, working_budget
+from ._runtime.sizing import check_enough_rows, stage_settings
+from ._runtime.threads import resolve_n_threads, single_threaded_blas
+from ._runtime.validation import (check_known_pairs, check_positive_int, check_random_state,
                           check_rows)
 from .anchors import Anchors, match_anchors
 from .partials import partial_means, procrustes_partial
@@ -108,7 +108,7 @@ class MiniVec2Vec:
     memory_limit : int or str or None
         Bound on the process's memory (bytes or e.g. "2GB"): the reading blocks, the kNN tiles
         and the stage arrays are planned from it, 300 MB of it being reserved for Python and the
-        libraries (see ``_memory.py``). Too small a limit raises MemoryError before any work.
+        libraries (see ``_runtime/memory.py``). Too small a limit raises MemoryError before any work.
     fit_sample : int, default 100000
         Rows per side the stages work on. X_a and X_b may be arrays, dask arrays or anything
         :func:`minivec2vec.sources.open_source` accepts (.npy files, shard directories or

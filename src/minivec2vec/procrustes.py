@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _kernels
 from .exceptions import InvalidParameterError, NonFiniteError, ShapeError
-from ._threads import (check_kernels_can_run, parallel_region, resolve_n_threads,
+from ._runtime.threads import (check_kernels_can_run, parallel_region, resolve_n_threads,
                        single_threaded_blas)
 
 

@@ -87,7 +87,7 @@ def generate_pair(directory, n_rows, n_features, *, n_rows_b=None, n_clusters=64
     Returns a dict of the written paths: ``a``, ``b`` (shard directories), ``true_map``,
     ``test_a``, ``test_b``, ``meta``.
     """
-    from ._validation import check_positive_int
+    from ._runtime.validation import check_positive_int
     n_rows = check_positive_int(n_rows, "n_rows")
     n_rows_b = n_rows if n_rows_b is None else check_positive_int(n_rows_b, "n_rows_b")
     n_features = check_positive_int(n_features, "n_features", minimum=2)

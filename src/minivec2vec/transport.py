@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
-from ._threads import check_kernels_can_run, parallel_region, resolve_n_threads
+from ._runtime.threads import check_kernels_can_run, parallel_region, resolve_n_threads
 from .procrustes import procrustes
 
 EPS_START = 1.0      # first temperature (cosine units): the plan is nearly uniform

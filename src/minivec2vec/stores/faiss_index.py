@@ -18,7 +18,7 @@ import numpy as np
 
 from ..exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
                           PathNotFoundError)
-from .._validation import check_output_path
+from .._runtime.validation import check_output_path
 from . import StoreSource
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..exceptions import (DtypeError, InputFileError, InvalidParameterError,
                           MissingDependencyError, NonFiniteError, OutputPathError,
                           PathNotFoundError)
-from .._validation import check_output_path
+from .._runtime.validation import check_output_path
 from .._files import read_json, write_json_atomic
 from . import StoreSource
 

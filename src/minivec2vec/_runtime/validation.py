@@ -8,7 +8,7 @@ import tempfile
 
 import numpy as np
 
-from .exceptions import (DimensionMismatchError, DtypeError, InvalidParameterError, NonFiniteError,
+from ..exceptions import (DimensionMismatchError, DtypeError, InvalidParameterError, NonFiniteError,
                          OutputDirectoryNotFoundError, OutputPathError, ParameterTypeError,
                          ShapeError, TooFewRowsError, ZeroRowError)
 

@@ -21,12 +21,12 @@ naming what does not fit, before anything is read.
 """
 from __future__ import annotations
 
-from .exceptions import MemoryLimitError
-from ._validation import parse_memory
-from ._sizing import ASSIGNMENT_MIN_ROWS
-from .knn import plan_knn
-from .assignment import assignment_bytes
-from .transport import transport_bytes
+from ..exceptions import MemoryLimitError
+from .validation import parse_memory
+from .sizing import ASSIGNMENT_MIN_ROWS
+from ..knn import plan_knn
+from ..assignment import assignment_bytes
+from ..transport import transport_bytes
 
 FIXED_OVERHEAD = 300 * 10**6
 MAX_BLOCK_ROWS = 65536

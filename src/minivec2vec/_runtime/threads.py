@@ -14,7 +14,7 @@ import warnings
 import numba
 from threadpoolctl import ThreadpoolController
 
-from .exceptions import InvalidParameterError, ParameterTypeError
+from ..exceptions import InvalidParameterError, ParameterTypeError
 
 # ---- The Numba threading layer: chosen here, once. --------------------------------------------
 # The package imports this module before any kernel module, so this runs before any parallel

@@ -21,7 +21,7 @@ The rule (``n`` = rows per side the stages see = min(n_a, n_b, fit_sample)):
 """
 from __future__ import annotations
 
-from .exceptions import TooFewRowsError
+from ..exceptions import TooFewRowsError
 
 ROWS_PER_ANCHOR_CLUSTER = 50
 NEIGHBOUR_FRACTION = 20        # k <= n // 20
