@@ -36,7 +36,7 @@ def _unit(X):
 
 def load(a, b, pool=8192, seed=0):
     from minivec2vec.model import centre_normalise, column_mean
-    from minivec2vec.procrustes import procrustes
+    from minivec2vec.kernels.procrustes import procrustes
     from minivec2vec.protocol import random_rotation, split
 
     s = split(np.load(DATA / f"{a}.npy"), np.load(DATA / f"{b}.npy"), pool=pool,
@@ -100,7 +100,7 @@ def pca(d):
 
 def qap(d, n_clusters, trials):
     from minivec2vec.anchors import centred_gram, solve_qap
-    from minivec2vec.kmeans import kmeans
+    from minivec2vec.kernels.kmeans import kmeans
     A, B, W = d["A"], d["B"], d["Wstar"].astype(np.float32)
     rng = np.random.default_rng(0)
     for trial in range(trials):

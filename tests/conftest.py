@@ -116,7 +116,7 @@ def noisy_rotation_start(split, n_rows, sigma, seed=0):
     """
     from minivec2vec.evaluation import evaluate
     from minivec2vec.model import centre_normalise, column_mean
-    from minivec2vec.procrustes import procrustes
+    from minivec2vec.kernels.procrustes import procrustes
     mean_a = column_mean(split.train_a[:n_rows])
     mean_b = column_mean(split.train_b[:n_rows])
     A = centre_normalise(split.train_a[:n_rows], mean_a, "a")

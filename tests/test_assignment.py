@@ -14,7 +14,7 @@ import minivec2vec.assignment as assignment
 from minivec2vec import _core
 from minivec2vec.assignment import (BATCHES_PER_STEP, EXTRAPOLATE_EVERY, _climbed_and_levelled,
                                      refine_assignment)
-from minivec2vec.procrustes import procrustes
+from minivec2vec.kernels.procrustes import procrustes
 from minivec2vec.refine import refine_mutual
 
 

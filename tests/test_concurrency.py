@@ -18,8 +18,8 @@ from scipy.stats import ortho_group
 import minivec2vec
 from minivec2vec import MiniVec2Vec, kmeans, knn
 from minivec2vec._runtime.threads import threading_layer
-from minivec2vec.kmeans import _SMALL_WORK
-from minivec2vec.knn import ENGINE
+from minivec2vec.kernels.kmeans import _SMALL_WORK
+from minivec2vec.kernels.knn import ENGINE
 
 N_THREADS = 8
 # children import the same minivec2vec as this process (installed, or the source tree with its
@@ -106,8 +106,8 @@ CONCURRENT_FITS = """
     import os, threading, warnings, numpy as np
     from scipy.stats import ortho_group
     from minivec2vec import MiniVec2Vec
-    import minivec2vec.knn
-    minivec2vec.knn.ENGINE = ENGINE = os.environ["ENGINE"]   # the engine every kNN of the fit uses
+    import minivec2vec.kernels.knn
+    minivec2vec.kernels.knn.ENGINE = ENGINE = os.environ["ENGINE"]   # the engine every kNN of the fit uses
     rng = np.random.default_rng(5)
     X_a = rng.standard_normal((1200, 24)).astype(np.float32) * np.linspace(3, 1, 24, dtype=np.float32)
     X_b = X_a[rng.permutation(1200)] @ ortho_group.rvs(24, random_state=5).astype(np.float32)

@@ -14,7 +14,7 @@ from minivec2vec.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, R
                                     doubtful, map_agreement, random_turn, restart_agreement,
                                     return_agreement, scoring_sample)
 from minivec2vec.model import centre_normalise, column_mean
-from minivec2vec.procrustes import procrustes
+from minivec2vec.kernels.procrustes import procrustes
 
 model_module = importlib.import_module("minivec2vec.model")
 

@@ -174,7 +174,7 @@ def test_cli_evaluate_passes_n_threads_to_its_knn(cli_files, capsys, monkeypatch
 def _bad_inputs(tmp):
     """(entry point, bad input) -> (call, expected MiniVec2VecError subclass, message pattern)."""
     import minivec2vec as m
-    from minivec2vec import partials
+    from minivec2vec.kernels import partials
     from minivec2vec._runtime.memory import working_budget
     from minivec2vec.sources import open_source, scan
 

@@ -10,7 +10,7 @@ from minivec2vec import ShapeError, knn, merge_topk
 from knn_oracle import assert_matches_brute_force, brute_force, integer_data, similarity
 
 # the package re-exports the function ``knn`` under the submodule's name
-knn_module = importlib.import_module("minivec2vec.knn")
+knn_module = importlib.import_module("minivec2vec.kernels.knn")
 ENGINES = ["blas"] + (["int8"] if knn_module._core.has_vnni() else [])
 
 

@@ -183,7 +183,7 @@ def test_refine_mutual_prior_dominates_when_huge(rotation_split):
     """Oracle: a prior cross-covariance that outweighs every mutual pair makes each pass return
     its own Procrustes solution."""
     from minivec2vec.model import centre_normalise, column_mean
-    from minivec2vec.procrustes import procrustes
+    from minivec2vec.kernels.procrustes import procrustes
     from minivec2vec.refine import refine_mutual
     A = centre_normalise(rotation_split.train_a, column_mean(rotation_split.train_a), "a")
     B = centre_normalise(rotation_split.train_b, column_mean(rotation_split.train_b), "b")

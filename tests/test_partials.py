@@ -1,4 +1,4 @@
-"""The partial states of the method (minivec2vec.partials): merged over any split of the rows
+"""The partial states of the method (minivec2vec.kernels.partials): merged over any split of the rows
 they equal the whole-data results (numpy means, scipy Procrustes, knn), in any merge order."""
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import assert_semi_orthogonal, noisy_rotation_start, random_unit_rows
 from minivec2vec.assignment import refine_assignment
-from minivec2vec.procrustes import procrustes
+from minivec2vec.kernels.procrustes import procrustes
 from minivec2vec.refine import mutual_schedule, refine_matching, refine_mutual
 from minivec2vec.transport import refine_transport
 

@@ -16,7 +16,7 @@ from minivec2vec.cli import main
 from minivec2vec.datasets import load_sample
 from minivec2vec.evaluation import read_qrels
 
-knn_module = importlib.import_module("minivec2vec.knn")   # the module, not the function
+knn_module = importlib.import_module("minivec2vec.kernels.knn")   # the module, not the function
 
 
 def unit64(X):

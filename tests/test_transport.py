@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_semi_orthogonal, noisy_rotation_start, random_unit_rows
-from minivec2vec import _kernels
-from minivec2vec.procrustes import procrustes
+from minivec2vec.kernels import numba_kernels as _kernels
+from minivec2vec.kernels.procrustes import procrustes
 from minivec2vec.refine import refine_mutual
 from minivec2vec.transport import SINKHORN_ITER, refine_transport, temperatures
 

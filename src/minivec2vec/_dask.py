@@ -1,4 +1,4 @@
-"""Dask inputs: the partial states of :mod:`minivec2vec.partials` driven by blockwise and
+"""Dask inputs: the partial states of :mod:`minivec2vec.kernels.partials` driven by blockwise and
 reduction operations over the blocks of dask arrays (optional extra ``minivec2vec[dask]``).
 
 * ``MiniVec2Vec.fit`` on dask arrays: each side's column means come from one-sided Procrustes
@@ -22,9 +22,9 @@ import numpy as np
 from .exceptions import (DtypeError, InvalidParameterError, MissingDependencyError, NonFiniteError,
                          ShapeError, TooFewRowsError, ZeroRowError)
 from ._runtime.validation import check_embeddings, check_layout, check_positive_int
-from .knn import _METRICS, merge_topk
+from .kernels.knn import _METRICS, merge_topk
 from .model import column_mean, is_dask_array, map_rows, sample_indices
-from .partials import (finalize_procrustes, merge_procrustes_partials, partial_means,
+from .kernels.partials import (finalize_procrustes, merge_procrustes_partials, partial_means,
                        procrustes_partial, topk_partial)
 
 # One (score, global index) slot of a top-k list: the two halves of partial (b) travel together.
@@ -79,7 +79,7 @@ def _merge_partial_block(block, axis=None, keepdims=True):
 
 
 def summed_partial(X, Y=None):
-    """Lazy: the :class:`~minivec2vec.partials.ProcrustesPartial` of all rows of X (and the
+    """Lazy: the :class:`~minivec2vec.kernels.partials.ProcrustesPartial` of all rows of X (and the
     paired rows of Y), as a 1-element object dask array. One partial per block of rows
     (blockwise), merged by a tree reduction (``da.reduction``)."""
     _, da = _import_dask()
@@ -207,8 +207,8 @@ def _merge_topk_block(block, axis=None, keepdims=True, *, k):
 def dask_knn(queries, database, k, metric="ip", n_threads=1):
     """Exact k nearest neighbours of dask ``queries`` among the rows of a dask ``database``.
 
-    The dask counterpart of :func:`minivec2vec.knn` (same arguments and results): one top-k
-    partial (:func:`~minivec2vec.partials.topk_partial`) per (query block, database block) with
+    The dask counterpart of :func:`minivec2vec.kernels.knn` (same arguments and results): one top-k
+    partial (:func:`~minivec2vec.kernels.partials.topk_partial`) per (query block, database block) with
     global row indices, reduced along the database axis by :func:`merge_topk` in a tree. No
     block of the similarity matrix outlives its task.
 

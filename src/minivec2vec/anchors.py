@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels
+from .kernels import numba_kernels as _kernels
 from ._runtime.threads import single_threaded_blas
-from .kmeans import kmeans
+from .kernels.kmeans import kmeans
 
 
 @dataclass

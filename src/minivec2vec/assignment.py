@@ -46,7 +46,7 @@ from scipy.optimize import linear_sum_assignment
 
 from . import _core
 from ._runtime.threads import resolve_n_threads, single_threaded_blas
-from .procrustes import procrustes
+from .kernels.procrustes import procrustes
 
 BATCHES_PER_STEP = 2   # pairs of batches solved per step (on up to n_threads threads)
 MOMENTUM = 0.5         # weight of the running cross-covariance (0.8 was measured slower)

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import expm
 
-from .knn import csls_nearest, normalise_rows
+from .kernels.knn import csls_nearest, normalise_rows
 from .exceptions import AlignmentWarning  # noqa: F401  (re-exported: raised from here before 0.2)
 
 CONFIDENCE_THRESHOLD = 0.80

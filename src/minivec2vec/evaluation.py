@@ -9,7 +9,7 @@ Two settings, both on paired test rows (row i of each side embeds the same text)
   queries: recall@k of the B queries against the mapped corpus, against the corpus re-embedded
   by B, their ratio (the retention) and how much the two top-k lists overlap.
 
-Every search is an exact blocked kNN (:mod:`minivec2vec.knn`) or a blocked pass over the
+Every search is an exact blocked kNN (:mod:`minivec2vec.kernels.knn`) or a blocked pass over the
 targets: no n x n matrix is ever built.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 from .exceptions import (InputFileError, InvalidParameterError, ParameterTypeError,
                          PathNotFoundError, ShapeError, TooFewRowsError)
 from ._runtime.validation import check_embeddings, check_positive_int, check_rows
-from .knn import _knn, normalise_rows
+from .kernels.knn import _knn, normalise_rows
 
-# the kNN module itself (``minivec2vec.knn`` as an attribute is the package's knn function)
+# the kNN module itself (``minivec2vec.kernels.knn`` as an attribute is the package's knn function)
 _knn_module = importlib.import_module(".knn", __package__)
 DEFAULT_KS = (1, 10, 100)
 RANK_BLOCK = 1024        # query rows per block of the rank pass (a block x pool score tile)

@@ -20,12 +20,12 @@ from ._runtime.threads import resolve_n_threads, single_threaded_blas
 from ._runtime.validation import (check_known_pairs, check_positive_int, check_random_state,
                           check_rows)
 from .anchors import Anchors, match_anchors
-from .partials import partial_means, procrustes_partial
+from .kernels.partials import partial_means, procrustes_partial
 from .confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, RETURN_MIN_ROWS,
                          RETURN_PASSES, RETURN_THRESHOLD, alignment_confidence, doubtful,
                          known_pairs_top1, restart_agreement, return_agreement,
                          scoring_sample)
-from .procrustes import procrustes
+from .kernels.procrustes import procrustes
 from .pseudo_pairs import pseudo_pair_cross_covariance
 from .refine import refine_clusters, refine_matching, refine_mutual
 from .assignment import refine_assignment

@@ -15,7 +15,7 @@ from scipy.stats import special_ortho_group
 from .exceptions import ShapeError, TooFewRowsError
 from .evaluation import evaluate
 from .model import centre_normalise, column_mean
-from .procrustes import procrustes
+from .kernels.procrustes import procrustes
 
 
 @dataclass

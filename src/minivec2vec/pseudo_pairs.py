@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .knn import _knn, normalise_rows
-from .procrustes import neighbour_cross_covariance
+from .kernels.knn import _knn, normalise_rows
+from .kernels.procrustes import neighbour_cross_covariance
 
 
 def relative_representation(X, anchors, block_rows=65536):

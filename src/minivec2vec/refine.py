@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kmeans import kmeans
-from .knn import PreparedDatabase, _knn, csls_nearest, normalise_rows
-from .procrustes import neighbour_cross_covariance, procrustes, smoothed_update
+from .kernels.kmeans import kmeans
+from .kernels.knn import PreparedDatabase, _knn, csls_nearest, normalise_rows
+from .kernels.procrustes import neighbour_cross_covariance, procrustes, smoothed_update
 
 
 def refine_matching(W, X_a, X_b, *, n_iter, sample_size, n_neighbors, alpha, reproject, rng,

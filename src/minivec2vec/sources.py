@@ -20,9 +20,9 @@ import numpy as np
 
 from .exceptions import (DimensionMismatchError, DtypeError, InputFileError, InvalidParameterError,
                          MissingDependencyError, NonFiniteError, PathNotFoundError, ShapeError)
+from ._runtime.sizing import SUM_ROWS
 from ._runtime.validation import check_embeddings, check_rows
 
-SUM_ROWS = 8192          # column sums are accumulated in sub-blocks of this many rows, in order
 _FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 

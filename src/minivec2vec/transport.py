@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _kernels
+from .kernels import numba_kernels as _kernels
 from ._runtime.threads import check_kernels_can_run, parallel_region, resolve_n_threads
-from .procrustes import procrustes
+from .kernels.procrustes import procrustes
 
 EPS_START = 1.0      # first temperature (cosine units): the plan is nearly uniform
 EPS_END = 0.05       # last temperature: each row's plan concentrates on a few targets

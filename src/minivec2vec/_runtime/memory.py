@@ -10,7 +10,7 @@ Split of a limit L (bytes):
 * Fit: the sampled rows of both sides stay resident as float32 (``fit_sample x (d_a + d_b) x 4``)
   for the whole fit; each stage then gets what is left for its own arrays (relative
   representations, subsample copies) and the kNN gets the remainder for its tiles, planned by
-  :func:`minivec2vec.knn.plan_knn`. The reading pass uses blocks of at most :data:`MAX_BLOCK_ROWS`
+  :func:`minivec2vec.kernels.knn.plan_knn`. The reading pass uses blocks of at most :data:`MAX_BLOCK_ROWS`
   rows, fewer when the budget is small.
 * Apply / transform: W plus per-chunk buffers (input rows, their float32 centred copy, the
   output rows); the chunk has at most :data:`MAX_BLOCK_ROWS` rows, fewer when the budget is
@@ -24,7 +24,7 @@ from __future__ import annotations
 from ..exceptions import MemoryLimitError
 from .validation import parse_memory
 from .sizing import ASSIGNMENT_MIN_ROWS
-from ..knn import plan_knn
+from ..kernels.knn import plan_knn
 from ..assignment import assignment_bytes
 from ..transport import transport_bytes
 
