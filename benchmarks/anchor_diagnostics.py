@@ -89,7 +89,7 @@ def cka(K_a, K_b, perm):
 
 
 def trial(A, partners, B, W, n_clusters, qap_restarts, rng, n_threads):
-    from minivec2vec.anchors import centred_gram, solve_qap
+    from minivec2vec.stages.anchors import centred_gram, solve_qap
     from minivec2vec.kernels.kmeans import kmeans
 
     def cluster(X):

@@ -591,7 +591,7 @@ def dense_fit(X_a, X_b, settings, seed):
     from scipy.optimize import quadratic_assignment
     from sklearn.cluster import KMeans
 
-    from minivec2vec.refine import mutual_schedule  # the list of pass sizes, nothing else
+    from minivec2vec.stages.refine import mutual_schedule  # the list of pass sizes, nothing else
 
     rng = np.random.default_rng(seed)
     s = settings

@@ -61,7 +61,7 @@ def score(W, d):
 
 
 def basin(d, angles, n_threads):
-    from minivec2vec.refine import refine_mutual
+    from minivec2vec.stages.refine import refine_mutual
     rng = np.random.default_rng(0)
     S = rng.standard_normal((d["A"].shape[1],) * 2)
     S = S - S.T
@@ -99,7 +99,7 @@ def pca(d):
 
 
 def qap(d, n_clusters, trials):
-    from minivec2vec.anchors import centred_gram, solve_qap
+    from minivec2vec.stages.anchors import centred_gram, solve_qap
     from minivec2vec.kernels.kmeans import kmeans
     A, B, W = d["A"], d["B"], d["Wstar"].astype(np.float32)
     rng = np.random.default_rng(0)

@@ -10,12 +10,12 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from conftest import assert_semi_orthogonal, noisy_rotation_start, random_unit_rows
-import minivec2vec.assignment as assignment
+import minivec2vec.stages.assignment as assignment
 from minivec2vec import _core
-from minivec2vec.assignment import (BATCHES_PER_STEP, EXTRAPOLATE_EVERY, _climbed_and_levelled,
+from minivec2vec.stages.assignment import (BATCHES_PER_STEP, EXTRAPOLATE_EVERY, _climbed_and_levelled,
                                      refine_assignment)
 from minivec2vec.kernels.procrustes import procrustes
-from minivec2vec.refine import refine_mutual
+from minivec2vec.stages.refine import refine_mutual
 
 
 def test_one_step_on_whole_sides_is_procrustes_of_the_optimal_assignment():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from minivec2vec import MiniVec2Vec
-from minivec2vec.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, RETURN_THRESHOLD,
+from minivec2vec.stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, RETURN_THRESHOLD,
                                     RETURN_TURN, AlignmentWarning, alignment_confidence,
                                     doubtful, map_agreement, random_turn, restart_agreement,
                                     return_agreement, scoring_sample)

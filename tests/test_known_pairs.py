@@ -72,7 +72,7 @@ def test_check_is_held_out_not_in_sample(cross_split):
     """On 2,000 rows per side of different models 50 pairs give a weak map (top-1 0.13); it
     still fits the 50 pairs that chose its start (1.00 measured among themselves), but the
     held-out check does not (0.00) and the fit warns."""
-    from minivec2vec.confidence import known_pairs_top1
+    from minivec2vec.stages.confidence import known_pairs_top1
     from minivec2vec.model import centre_normalise
     model, caught = _fit(cross_split, 50)
     assert evaluate_model(model, cross_split)["top1"] < 0.2
@@ -184,7 +184,7 @@ def test_refine_mutual_prior_dominates_when_huge(rotation_split):
     its own Procrustes solution."""
     from minivec2vec.model import centre_normalise, column_mean
     from minivec2vec.kernels.procrustes import procrustes
-    from minivec2vec.refine import refine_mutual
+    from minivec2vec.stages.refine import refine_mutual
     A = centre_normalise(rotation_split.train_a, column_mean(rotation_split.train_a), "a")
     B = centre_normalise(rotation_split.train_b, column_mean(rotation_split.train_b), "b")
     M = np.random.default_rng(0).standard_normal((A.shape[1], B.shape[1]))

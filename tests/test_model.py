@@ -15,7 +15,7 @@ import pytest
 
 from conftest import assert_semi_orthogonal
 from minivec2vec import MiniVec2Vec, NotFittedError
-from minivec2vec.confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD
+from minivec2vec.stages.confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD
 from minivec2vec.exceptions import AlignmentWarning
 from minivec2vec.protocol import Split, evaluate_model
 

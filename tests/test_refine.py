@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import assert_semi_orthogonal, noisy_rotation_start, random_unit_rows
-from minivec2vec.assignment import refine_assignment
+from minivec2vec.stages.assignment import refine_assignment
 from minivec2vec.kernels.procrustes import procrustes
-from minivec2vec.refine import mutual_schedule, refine_matching, refine_mutual
-from minivec2vec.transport import refine_transport
+from minivec2vec.stages.refine import mutual_schedule, refine_matching, refine_mutual
+from minivec2vec.stages.transport import refine_transport
 
-refine_module = importlib.import_module("minivec2vec.refine")
+refine_module = importlib.import_module("minivec2vec.stages.refine")
 
 
 @pytest.mark.parametrize("refine", [

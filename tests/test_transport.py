@@ -8,8 +8,8 @@ import pytest
 from conftest import assert_semi_orthogonal, noisy_rotation_start, random_unit_rows
 from minivec2vec.kernels import numba_kernels as _kernels
 from minivec2vec.kernels.procrustes import procrustes
-from minivec2vec.refine import refine_mutual
-from minivec2vec.transport import SINKHORN_ITER, refine_transport, temperatures
+from minivec2vec.stages.refine import refine_mutual
+from minivec2vec.stages.transport import SINKHORN_ITER, refine_transport, temperatures
 
 
 def _dense_reference(W, A, B, n_iter):

@@ -22,7 +22,7 @@ from .exceptions import (AlignmentWarning, DimensionMismatchError, DtypeError, I
 # ``import minivec2vec.knn`` leaves ``minivec2vec.knn`` the function, as it always was
 from . import kmeans as _, knn as _, procrustes as _  # noqa: F401,F811,E402
 del _
-from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
+from .stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
                          RETURN_THRESHOLD)
 from .evaluation import evaluate, evaluate_retrieval
 from .kernels.kmeans import kmeans

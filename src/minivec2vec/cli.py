@@ -67,7 +67,7 @@ def _model_params(args):
 
 def _cmd_fit(args):
     from ._runtime.validation import check_output_path
-    from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
+    from .stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
                              RETURN_THRESHOLD)
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")   # before a fit of minutes, not after

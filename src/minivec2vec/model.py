@@ -19,17 +19,17 @@ from ._runtime.sizing import check_enough_rows, stage_settings
 from ._runtime.threads import resolve_n_threads, single_threaded_blas
 from ._runtime.validation import (check_known_pairs, check_positive_int, check_random_state,
                           check_rows)
-from .anchors import Anchors, match_anchors
+from .stages.anchors import Anchors, match_anchors
 from .kernels.partials import partial_means, procrustes_partial
-from .confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, RETURN_MIN_ROWS,
+from .stages.confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, RETURN_MIN_ROWS,
                          RETURN_PASSES, RETURN_THRESHOLD, alignment_confidence, doubtful,
                          known_pairs_top1, restart_agreement, return_agreement,
                          scoring_sample)
 from .kernels.procrustes import procrustes
-from .pseudo_pairs import pseudo_pair_cross_covariance
-from .refine import refine_clusters, refine_matching, refine_mutual
-from .assignment import refine_assignment
-from .transport import refine_transport
+from .stages.pseudo_pairs import pseudo_pair_cross_covariance
+from .stages.refine import refine_clusters, refine_matching, refine_mutual
+from .stages.assignment import refine_assignment
+from .stages.transport import refine_transport
 from .sources import ArraySource, open_source, scan
 
 logger = logging.getLogger("minivec2vec")
@@ -70,7 +70,7 @@ class MiniVec2Vec:
         Iterations of refine-transport (annealed Wasserstein-Procrustes, not in the paper), run
         after refine-1 of every restart on small inputs only (see ``transport_rows``); 0 skips
         it. On 1,000 rows per side it completes the partial maps the nearest-neighbour
-        refinements stop at (see :mod:`minivec2vec.transport`).
+        refinements stop at (see :mod:`minivec2vec.stages.transport`).
     transport_rows : int, default 1500
         Refine-transport runs when the smaller side has at most this many rows, on all of
         them; each of its iterations holds a ``transport_rows`` x ``transport_rows`` float32
@@ -79,7 +79,7 @@ class MiniVec2Vec:
         Steps of refine-assignment (Wasserstein-Procrustes with exact one-to-one assignments
         on random batches, not in the paper), run after refine-1 of every restart on inputs
         of at least 10,000 rows per side; 0 skips it. It climbs from starts too weak for the
-        nearest-neighbour refinements (see :mod:`minivec2vec.assignment`).
+        nearest-neighbour refinements (see :mod:`minivec2vec.stages.assignment`).
     assignment_rows : int, default 2000
         Rows per side of each refine-assignment batch (two batches per step); each batch holds
         an ``assignment_rows`` x ``assignment_rows`` score matrix. Below ~2,000 the batches
@@ -137,7 +137,7 @@ class MiniVec2Vec:
         each with its own seed derived from ``random_state``. Each restart's map is scored
         (``restart_confidences_``) and, from ``RETURN_MIN_ROWS`` = 30,000 rows per side,
         checked (``restart_returns_``: does the refinement come back to it once it is turned
-        far away? see :mod:`minivec2vec.confidence`); the best-scoring map among those that
+        far away? see :mod:`minivec2vec.stages.confidence`); the best-scoring map among those that
         pass (else among all) goes on to the later stages.
         Two or more also give ``restart_agreement_`` (how closely another restart confirms
         the kept map).
@@ -450,7 +450,7 @@ class MiniVec2Vec:
         """``known_pairs_top1_``: the known pairs cut in two halves (seeded); the fit after the
         start runs from each half's Procrustes map (with that half only) and is scored on
         the OTHER half, its A rows retrieved among its B rows and KNOWN_PAIRS_DISTRACTORS
-        unpaired B rows; the mean of the two (see :mod:`minivec2vec.confidence`)."""
+        unpaired B rows; the mean of the two (see :mod:`minivec2vec.stages.confidence`)."""
         order = rng.permutation(K_a.shape[0])
         halves = np.array_split(order, 2)
         distractors = B[np.sort(rng.choice(B.shape[0], min(KNOWN_PAIRS_DISTRACTORS, B.shape[0]),

@@ -27,7 +27,7 @@ import numpy as np
 
 from .exceptions import MissingDependencyError, OutputPathError
 from ._runtime.validation import check_output_path
-from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
+from .stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
                          RETURN_THRESHOLD, doubtful)
 from .evaluation import (_paired_ranks, _retrieval_details, check_retrieval_plan,
                          open_test_sets, read_test_sets)

@@ -25,8 +25,8 @@ from ..exceptions import MemoryLimitError
 from .validation import parse_memory
 from .sizing import ASSIGNMENT_MIN_ROWS
 from ..kernels.knn import plan_knn
-from ..assignment import assignment_bytes
-from ..transport import transport_bytes
+from ..stages.assignment import assignment_bytes
+from ..stages.transport import transport_bytes
 
 FIXED_OVERHEAD = 300 * 10**6
 MAX_BLOCK_ROWS = 65536
