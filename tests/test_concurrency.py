@@ -90,7 +90,7 @@ def test_transform_from_8_threads(fitted_by_hand):
 
 def test_apply_map_from_8_threads(fitted_by_hand, tmp_path):
     """Eight streams written at once, each in small chunks, equal their lone runs byte for byte."""
-    from minivec2vec.etl import apply_map
+    from minivec2vec.io.etl import apply_map
     rng = np.random.default_rng(4)
     inputs = [rng.standard_normal((2000 + 50 * i, 48)).astype(np.float32) for i in range(N_THREADS)]
     for i, X in enumerate(inputs):

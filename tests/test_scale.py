@@ -18,9 +18,9 @@ import minivec2vec
 from minivec2vec import MemoryLimitError, MiniVec2Vec, evaluate
 from minivec2vec._runtime.memory import FIXED_OVERHEAD
 from minivec2vec.cli import main
-from minivec2vec.etl import apply_map
+from minivec2vec.io.etl import apply_map
 from minivec2vec.model import column_mean, sample_rows
-from minivec2vec.sources import NpyShardsSource, open_source, scan
+from minivec2vec.io.sources import NpyShardsSource, open_source, scan
 from minivec2vec.synthetic import generate_pair
 
 # children import the same minivec2vec as this process (installed, or the source tree with its
@@ -270,7 +270,7 @@ def test_apply_killed_process_resumes_byte_identical(tmp_path, fitted):
     out, marker = tmp_path / "out.npy", tmp_path / "two-chunks-done"
     script = f"""
 import time, pathlib
-from minivec2vec.etl import apply_map
+from minivec2vec.io.etl import apply_map
 def pause(n):
     if n == 2:
         pathlib.Path({str(marker)!r}).touch()

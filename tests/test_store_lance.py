@@ -11,8 +11,8 @@ import pytest
 from minivec2vec import (DimensionMismatchError, InputFileError, InvalidParameterError,
                          MiniVec2Vec, OutputPathError, PathNotFoundError)
 from minivec2vec.cli import main
-from minivec2vec.etl import apply_map
-from minivec2vec.sources import open_source
+from minivec2vec.io.etl import apply_map
+from minivec2vec.io.sources import open_source
 
 lancedb = pytest.importorskip("lancedb")
 pa = pytest.importorskip("pyarrow")

@@ -10,13 +10,13 @@ import pytest
 from minivec2vec import (DimensionMismatchError, InputFileError, InvalidParameterError,
                          MiniVec2Vec, OutputPathError, PathNotFoundError)
 from minivec2vec.cli import main
-from minivec2vec.etl import apply_map
-from minivec2vec.sources import open_source
+from minivec2vec.io.etl import apply_map
+from minivec2vec.io.sources import open_source
 
 qdrant_client = pytest.importorskip("qdrant_client")
 from qdrant_client import models  # noqa: E402
 
-from minivec2vec.stores import qdrant_collection  # noqa: E402
+from minivec2vec.io.stores import qdrant_collection  # noqa: E402
 
 N_QUERIES = 200
 

@@ -9,8 +9,8 @@ import pytest
 
 from minivec2vec import InputFileError, MiniVec2Vec
 from minivec2vec.cli import main
-from minivec2vec.etl import apply_map
-from minivec2vec.sources import open_source
+from minivec2vec.io.etl import apply_map
+from minivec2vec.io.sources import open_source
 
 faiss = pytest.importorskip("faiss")
 

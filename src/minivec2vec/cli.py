@@ -71,7 +71,7 @@ def _cmd_fit(args):
                              RETURN_THRESHOLD)
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")   # before a fit of minutes, not after
-    from .sources import open_source
+    from .io.sources import open_source
     X_a = open_source(args.a, "A", column=args.column)
     X_b = open_source(args.b, "B", column=args.column)
     known_pairs = None
@@ -103,9 +103,9 @@ def _cmd_fit(args):
 
 def _cmd_apply(args):
     from ._runtime.validation import check_output_path
-    from .etl import apply_map
+    from .io.etl import apply_map
     from .model import MiniVec2Vec
-    from .stores import parse
+    from .io.stores import parse
     if parse(args.output) is None:     # a store's writer checks its own target
         check_output_path(args.output, "output")
     model = MiniVec2Vec.load(args.map)

@@ -319,12 +319,12 @@ def _overlap_curve(top_a, top_b, n_corpus):
 
 # ------------------------------------------------------------------------------ a map's test sets
 def open_test_sets(model, a_test, b_test, queries=None, column=None):
-    """Open the paired test sets of a fitted map (anything :func:`minivec2vec.sources.open_source`
+    """Open the paired test sets of a fitted map (anything :func:`minivec2vec.io.sources.open_source`
     accepts: arrays, ``.npy``, ``.parquet``, shard directories, stores) and check what needs no
     data: the feature counts against the map and the pairing. Returns the three sources
     (``queries`` None when not given)."""
     from .exceptions import DimensionMismatchError
-    from .sources import open_source
+    from .io.sources import open_source
     model._check_fitted()
     d_a, d_b = model.W_.shape
     sources = [open_source(a_test, "A_test", column=column),

@@ -11,7 +11,8 @@ import warnings
 
 import numpy as np
 
-from . import _core, _mapfile
+from . import _core
+from .io import mapfile as _mapfile
 from .exceptions import (AlignmentWarning, DimensionMismatchError, InvalidParameterError,
                          MapFileError, NotFittedError, ZeroRowError)
 from ._runtime.memory import chunk_rows, plan_fit, working_budget
@@ -30,7 +31,7 @@ from .stages.pseudo_pairs import pseudo_pair_cross_covariance
 from .stages.refine import refine_clusters, refine_matching, refine_mutual
 from .stages.assignment import refine_assignment
 from .stages.transport import refine_transport
-from .sources import ArraySource, open_source, scan
+from .io.sources import ArraySource, open_source, scan
 
 logger = logging.getLogger("minivec2vec")
 
@@ -111,7 +112,7 @@ class MiniVec2Vec:
         libraries (see ``_runtime/memory.py``). Too small a limit raises MemoryError before any work.
     fit_sample : int, default 100000
         Rows per side the stages work on. X_a and X_b may be arrays, dask arrays or anything
-        :func:`minivec2vec.sources.open_source` accepts (.npy files, shard directories or
+        :func:`minivec2vec.io.sources.open_source` accepts (.npy files, shard directories or
         lists, Parquet). ``fit_sample`` rows per side are drawn uniformly without replacement
         (the first use of ``random_state``, A then B); then each input is read ONCE, block by
         block, to check every row for NaN/Inf and all-zero rows, compute the mean of all rows
@@ -572,9 +573,9 @@ class MiniVec2Vec:
         unit-scale rows in B's centred frame; with ``add_mean=True`` it is rescaled to the mean
         norm of B's centred training rows and B's training mean is added back, so it can sit next
         to raw B vectors. Returns float32 of shape (n, d_b). X may be an array or anything
-        :func:`minivec2vec.sources.open_source` accepts; it is read block by block, the block
+        :func:`minivec2vec.io.sources.open_source` accepts; it is read block by block, the block
         size planned from ``memory_limit`` (which must also hold the result: to map more rows
-        than fit in memory, stream them to a file with :func:`minivec2vec.etl.apply_map`).
+        than fit in memory, stream them to a file with :func:`minivec2vec.io.etl.apply_map`).
         """
         return self._map(X, add_mean, memory_limit, inverse=False)
 
@@ -853,7 +854,7 @@ def sample_rows(X, n_rows, rng):
 
 def column_mean(X):
     """float64 column means, from the one-sided Procrustes partial of X's rows (summed in the
-    same fixed sub-blocks as :func:`minivec2vec.sources.scan`, so bit-identical to it)."""
+    same fixed sub-blocks as :func:`minivec2vec.io.sources.scan`, so bit-identical to it)."""
     return partial_means(procrustes_partial(X))[0]
 
 

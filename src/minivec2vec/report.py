@@ -56,7 +56,7 @@ def write_report(model, A_test, B_test, path, force=False, *, queries=None, rele
     ----------
     model : MiniVec2Vec or path of a map file
         A map file also gives the report its file checksum and format version.
-    A_test, B_test : arrays or anything :func:`minivec2vec.sources.open_source` accepts
+    A_test, B_test : arrays or anything :func:`minivec2vec.io.sources.open_source` accepts
         (``.npy``, ``.parquet``, a directory of shards, a store): row i of each embeds the
         same text. B rows are taken in B's raw frame (the map's B training mean is removed).
     path : str or path-like
@@ -205,7 +205,7 @@ def _map_file_provenance(map_path):
     (read after :meth:`MiniVec2Vec.load` has verified them)."""
     import json
 
-    from .etl import file_sha256
+    from .io.etl import file_sha256
     with zipfile.ZipFile(map_path) as zf:
         meta = json.loads(zf.read("meta.json").decode("utf-8"))
     extra = meta.get("extra", {})

@@ -53,7 +53,7 @@ def _side_rows(z, side, world, noise, rng):
 
 def _write_npy(path, chunks, n_rows, n_features, dtype):
     """Write the rows yielded by ``chunks`` as one .npy file, atomically (tmp + rename)."""
-    from .etl import _npy_header_bytes
+    from .io.etl import _npy_header_bytes
     tmp = path + ".tmp"
     written = 0
     with open(tmp, "wb") as fh:

@@ -20,11 +20,11 @@ import shutil
 
 import numpy as np
 
-from ..exceptions import (DtypeError, InputFileError, InvalidParameterError,
+from ...exceptions import (DtypeError, InputFileError, InvalidParameterError,
                           MissingDependencyError, NonFiniteError, OutputPathError,
                           PathNotFoundError)
-from .._runtime.validation import check_output_path
-from .._files import read_json, write_json_atomic
+from ..._runtime.validation import check_output_path
+from ..files import read_json, write_json_atomic
 from . import StoreSource
 
 SUFFIX = ".lance"

@@ -15,8 +15,8 @@ import zipfile
 
 import numpy as np
 
-from .exceptions import MapFileError, MapFileVersionError, PathNotFoundError
-from ._runtime.validation import check_output_path
+from ..exceptions import MapFileError, MapFileVersionError, PathNotFoundError
+from .._runtime.validation import check_output_path
 
 FORMAT_NAME = "minivec2vec-map"
 FORMAT_VERSION = 1

@@ -27,9 +27,9 @@ import os
 
 import numpy as np
 
-from ..exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
+from ...exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
                           OutputPathError, PathNotFoundError)
-from .._files import read_json, write_json_atomic
+from ..files import read_json, write_json_atomic
 from . import StoreSource
 
 SCROLL_PAGE = 10000

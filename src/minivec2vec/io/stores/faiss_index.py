@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 
-from ..exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
+from ...exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
                           PathNotFoundError)
-from .._runtime.validation import check_output_path
+from ..._runtime.validation import check_output_path
 from . import StoreSource
 
 
