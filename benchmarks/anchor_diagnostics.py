@@ -38,7 +38,7 @@ def load_sample(a, b, rows, seed):
     map (Procrustes on the true pairs of the A sample)."""
     from minivec2vec.model import centre_normalise, column_mean
     from minivec2vec.kernels.procrustes import procrustes
-    from minivec2vec.protocol import random_rotation, split
+    from minivec2vec.evaluation.protocol import random_rotation, split
 
     X_a, X_b = np.load(DATA / f"{a}.npy"), np.load(DATA / f"{b}.npy")
     s = split(X_a, X_b, rotate_b=random_rotation(X_b.shape[1], 1000 + seed))

@@ -30,9 +30,9 @@ import numpy as np
 import minivec2vec.model as model_module
 from minivec2vec import MiniVec2Vec
 from minivec2vec.stages.confidence import restart_agreement
-from minivec2vec.evaluation import evaluate
+from minivec2vec.evaluation.metrics.metrics import evaluate
 from minivec2vec.model import centre_normalise
-from minivec2vec.protocol import random_rotation, split
+from minivec2vec.evaluation.protocol import random_rotation, split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

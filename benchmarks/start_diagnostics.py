@@ -37,7 +37,7 @@ def _unit(X):
 def load(a, b, pool=8192, seed=0):
     from minivec2vec.model import centre_normalise, column_mean
     from minivec2vec.kernels.procrustes import procrustes
-    from minivec2vec.protocol import random_rotation, split
+    from minivec2vec.evaluation.protocol import random_rotation, split
 
     s = split(np.load(DATA / f"{a}.npy"), np.load(DATA / f"{b}.npy"), pool=pool,
               rotate_b=random_rotation(np.load(DATA / f"{b}.npy", mmap_mode="r").shape[1],
@@ -52,7 +52,7 @@ def load(a, b, pool=8192, seed=0):
 
 def score(W, d):
     """(top-1, mean rank, agreement with W*) of a map."""
-    from minivec2vec.evaluation import evaluate
+    from minivec2vec.evaluation.metrics.metrics import evaluate
     r = evaluate(d["TA"] @ W.astype(np.float32), d["TB"])
     probe = d["TA"][:2000]
     agree = np.mean(np.sum(_unit(probe @ W.astype(np.float32))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minivec2vec.datasets import load_sample, sample_split
+from minivec2vec.evaluation.datasets import load_sample, sample_split
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
@@ -114,7 +114,7 @@ def noisy_rotation_start(split, n_rows, sigma, seed=0):
 
     Returns (A, B, W_start, top1) with ``top1(W)`` the pool's top-1 of a map.
     """
-    from minivec2vec.evaluation import evaluate
+    from minivec2vec.evaluation.metrics.metrics import evaluate
     from minivec2vec.model import centre_normalise, column_mean
     from minivec2vec.kernels.procrustes import procrustes
     mean_a = column_mean(split.train_a[:n_rows])

@@ -184,7 +184,7 @@ def test_a_restart_the_refinement_returns_to_confirms_the_fit(tmp_path, monkeypa
     (return agreement measured 0.22), so the second runs, is confirmed (0.99), and no more
     run: the kept map is the true rotation and the fit does not warn, although the two
     restarts disagree."""
-    from minivec2vec.synthetic import generate_pair
+    from minivec2vec.evaluation.synthetic import generate_pair
     paths = generate_pair(tmp_path / "pair", 1000, 24, n_test=10, seed=2)
     R = np.load(paths["true_map"])
     monkeypatch.setattr(model_module, "RETURN_MIN_ROWS", 1000)
@@ -236,7 +236,7 @@ def test_extra_restart_runs_only_when_the_restarts_disagree(tmp_path):
     restarts agree, so ``extra_restarts`` changes nothing, bit for bit. Seed 2: they disagree
     (one restart failed), so a third runs, the first two are untouched, the kept map is the
     true rotation, and the good restart among the first two now confirms it: no warning."""
-    from minivec2vec.synthetic import generate_pair
+    from minivec2vec.evaluation.synthetic import generate_pair
     paths = generate_pair(tmp_path / "pair", 1000, 24, n_test=10, seed=2)
     R = np.load(paths["true_map"])
 

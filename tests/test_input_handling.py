@@ -21,7 +21,7 @@ from minivec2vec import (AlignmentWarning, MemoryLimitError, MiniVec2Vec, Output
                          TooFewRowsError, knn)
 from minivec2vec._runtime.sizing import minimum_rows, stage_settings
 from minivec2vec.cli import main
-from minivec2vec.protocol import Split, evaluate_model
+from minivec2vec.evaluation.protocol import Split, evaluate_model
 
 # Light settings: the mechanics, not the quality, are under test.
 LIGHT = dict(n_runs=3, qap_restarts=5, refine_iter=5, transport_iter=1, refine_clusters=20,

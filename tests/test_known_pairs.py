@@ -11,7 +11,7 @@ from scipy.linalg import orthogonal_procrustes
 from minivec2vec import (KNOWN_PAIRS_THRESHOLD, MIN_KNOWN_PAIRS, AlignmentWarning,
                          DimensionMismatchError, DtypeError, MiniVec2Vec, NonFiniteError,
                          ShapeError, TooFewRowsError, ZeroRowError)
-from minivec2vec.protocol import evaluate_model
+from minivec2vec.evaluation.protocol import evaluate_model
 
 from conftest import assert_semi_orthogonal
 
@@ -207,7 +207,7 @@ E5_SAMPLE_TOP1_FLOOR = 0.5
 
 
 def test_known_pairs_align_the_e5_sample():
-    from minivec2vec.datasets import sample_split
+    from minivec2vec.evaluation.datasets import sample_split
     split = sample_split("minilm", "e5", rotate_seed=0)
     model, _ = _fit(split, 100)
     result = evaluate_model(model, split)

@@ -21,10 +21,10 @@ pytest.importorskip("matplotlib", reason="the report needs the extra minivec2vec
 
 from minivec2vec import (MiniVec2Vec, MissingDependencyError,  # noqa: E402
                          OutputDirectoryNotFoundError, OutputPathError, evaluate_retrieval)
-from minivec2vec import report as report_module  # noqa: E402
+from minivec2vec.evaluation import report as report_module  # noqa: E402
 from minivec2vec.cli import main  # noqa: E402
 from minivec2vec.io.etl import file_sha256  # noqa: E402
-from minivec2vec.report import write_report  # noqa: E402
+from minivec2vec.evaluation.report import write_report  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ("verdict", "retrieval", "paired", "plots", "self-check", "timings", "provenance")

@@ -21,7 +21,7 @@ from minivec2vec.cli import main
 from minivec2vec.io.etl import apply_map
 from minivec2vec.model import column_mean, sample_rows
 from minivec2vec.io.sources import NpyShardsSource, open_source, scan
-from minivec2vec.synthetic import generate_pair
+from minivec2vec.evaluation.synthetic import generate_pair
 
 # children import the same minivec2vec as this process (installed, or the source tree with its
 # built extension), never the bare source tree of the checkout

@@ -4,7 +4,7 @@ Public API: :class:`MiniVec2Vec` (fit / transform / save / load; ``return_agreem
 ``restart_agreement_`` and :class:`AlignmentWarning` say without pairs whether a fit is
 doubtful; ``fit(..., known_pairs=...)`` starts from a few paired items when the unpaired fit
 cannot), :func:`evaluate` and :func:`evaluate_retrieval` (recall of B queries against a mapped
-corpus; :func:`minivec2vec.report.write_report` draws it as an HTML page), and the
+corpus; :func:`minivec2vec.evaluation.report.write_report` draws it as an HTML page), and the
 kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`; the partial states
 of the method (:mod:`minivec2vec.kernels.partials`) and their Dask drivers :func:`dask_knn`,
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
@@ -24,7 +24,7 @@ from . import kmeans as _, knn as _, procrustes as _  # noqa: F401,F811,E402
 del _
 from .stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
                          RETURN_THRESHOLD)
-from .evaluation import evaluate, evaluate_retrieval
+from .evaluation.metrics import evaluate, evaluate_retrieval
 from .kernels.kmeans import kmeans
 from .kernels.knn import knn, merge_topk
 from .model import MIN_KNOWN_PAIRS, MiniVec2Vec

@@ -14,18 +14,15 @@ targets: no n x n matrix is ever built.
 """
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
 
-from .exceptions import (InputFileError, InvalidParameterError, ParameterTypeError,
+from ..exceptions import (InputFileError, InvalidParameterError, ParameterTypeError,
                          PathNotFoundError, ShapeError, TooFewRowsError)
-from ._runtime.validation import check_embeddings, check_positive_int, check_rows
-from .kernels.knn import _knn, normalise_rows
-
-# the kNN module itself (``minivec2vec.kernels.knn`` as an attribute is the package's knn function)
-_knn_module = importlib.import_module(".knn", __package__)
+from .._runtime.validation import check_embeddings, check_positive_int, check_rows
+from ..kernels import knn as _knn_module   # the module: its _knn is looked up at each call
+from ..kernels.knn import _knn, normalise_rows
 DEFAULT_KS = (1, 10, 100)
 RANK_BLOCK = 1024        # query rows per block of the rank pass (a block x pool score tile)
 
@@ -323,8 +320,8 @@ def open_test_sets(model, a_test, b_test, queries=None, column=None):
     accepts: arrays, ``.npy``, ``.parquet``, shard directories, stores) and check what needs no
     data: the feature counts against the map and the pairing. Returns the three sources
     (``queries`` None when not given)."""
-    from .exceptions import DimensionMismatchError
-    from .io.sources import open_source
+    from ..exceptions import DimensionMismatchError
+    from ..io.sources import open_source
     model._check_fitted()
     d_a, d_b = model.W_.shape
     sources = [open_source(a_test, "A_test", column=column),
