@@ -36,7 +36,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def load_sample(a, b, rows, seed):
     """Centred unit rows: A sample, its true B partners, an independent B sample; the supervised
     map (Procrustes on the true pairs of the A sample)."""
-    from minivec2vec.model import centre_normalise, column_mean
+    from minivec2vec.kernels.rows import centre_normalise, column_mean
     from minivec2vec.kernels.procrustes import procrustes
     from minivec2vec.evaluation.protocol import random_rotation, split
 

@@ -31,7 +31,7 @@ import minivec2vec.model as model_module
 from minivec2vec import MiniVec2Vec
 from minivec2vec.stages.confidence import restart_agreement
 from minivec2vec.evaluation.metrics.metrics import evaluate
-from minivec2vec.model import centre_normalise
+from minivec2vec.kernels.rows import centre_normalise
 from minivec2vec.evaluation.protocol import random_rotation, split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

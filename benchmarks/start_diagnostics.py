@@ -35,7 +35,7 @@ def _unit(X):
 
 
 def load(a, b, pool=8192, seed=0):
-    from minivec2vec.model import centre_normalise, column_mean
+    from minivec2vec.kernels.rows import centre_normalise, column_mean
     from minivec2vec.kernels.procrustes import procrustes
     from minivec2vec.evaluation.protocol import random_rotation, split
 

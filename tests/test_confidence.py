@@ -13,7 +13,7 @@ from minivec2vec.stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRES
                                     RETURN_TURN, AlignmentWarning, alignment_confidence,
                                     doubtful, map_agreement, random_turn, restart_agreement,
                                     return_agreement, scoring_sample)
-from minivec2vec.model import centre_normalise, column_mean
+from minivec2vec.kernels.rows import centre_normalise, column_mean
 from minivec2vec.kernels.procrustes import procrustes
 
 model_module = importlib.import_module("minivec2vec.model")

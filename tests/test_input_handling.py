@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
+import minivec2vec.kernels.rows as rows_module
 import minivec2vec.model as model_module
 from minivec2vec import (AlignmentWarning, MemoryLimitError, MiniVec2Vec, OutputPathError,
                          TooFewRowsError, knn)
@@ -232,7 +233,7 @@ def test_transform_of_strided_read_only_input_needs_no_copy(mapped_model, minilm
     X = np.tile(minilm, (2, 1))[:8000]
     reference = mapped_model.transform(np.ascontiguousarray(X, dtype=np.float32))
     view = strided_read_only(X, dtype)
-    monkeypatch.setattr(model_module, "_BLOCK_ROWS", 500)
+    monkeypatch.setattr(rows_module, "_BLOCK_ROWS", 500)
     out, peak = peak_bytes(lambda: mapped_model.transform(view))
     np.testing.assert_allclose(out, reference, rtol=0, atol=1e-6)
     output_bytes = out.nbytes

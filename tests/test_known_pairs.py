@@ -73,7 +73,7 @@ def test_check_is_held_out_not_in_sample(cross_split):
     still fits the 50 pairs that chose its start (1.00 measured among themselves), but the
     held-out check does not (0.00) and the fit warns."""
     from minivec2vec.stages.confidence import known_pairs_top1
-    from minivec2vec.model import centre_normalise
+    from minivec2vec.kernels.rows import centre_normalise
     model, caught = _fit(cross_split, 50)
     assert evaluate_model(model, cross_split)["top1"] < 0.2
     P_a = centre_normalise(_pairs(cross_split, 50)[0], model.mean_a_, "a")
@@ -182,7 +182,7 @@ def test_dask_inputs_take_known_pairs(rotation_split):
 def test_refine_mutual_prior_dominates_when_huge(rotation_split):
     """Oracle: a prior cross-covariance that outweighs every mutual pair makes each pass return
     its own Procrustes solution."""
-    from minivec2vec.model import centre_normalise, column_mean
+    from minivec2vec.kernels.rows import centre_normalise, column_mean
     from minivec2vec.kernels.procrustes import procrustes
     from minivec2vec.stages.refine import refine_mutual
     A = centre_normalise(rotation_split.train_a, column_mean(rotation_split.train_a), "a")

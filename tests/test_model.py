@@ -19,7 +19,7 @@ from minivec2vec.stages.confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESH
 from minivec2vec.exceptions import AlignmentWarning
 from minivec2vec.evaluation.protocol import Split, evaluate_model
 
-model_module = importlib.import_module("minivec2vec.model")
+rows_module = importlib.import_module("minivec2vec.kernels.rows")
 
 # Threads of the default-settings fits. Results do not depend on it (see
 # test_fit_thread_invariant and the kernel tests); one thread keeps the fits fast on a busy
@@ -227,7 +227,7 @@ def test_transform_float16_equals_float32(rotation_split, rotation_model):
 def test_transform_in_blocks_equals_one_block(monkeypatch, rotation_split, rotation_model):
     X = rotation_split.test_a
     whole = rotation_model.transform(X)
-    monkeypatch.setattr(model_module, "_BLOCK_ROWS", 96)
+    monkeypatch.setattr(rows_module, "_BLOCK_ROWS", 96)
     # the GEMM of a smaller block may round differently in the last bit
     np.testing.assert_allclose(rotation_model.transform(X), whole, rtol=0, atol=1e-6)
     bad = X.astype(np.float32)

@@ -10,7 +10,7 @@ from scipy.linalg import orthogonal_procrustes
 
 from minivec2vec import (ProcrustesPartial, finalize_procrustes, knn, merge_procrustes_partials,
                          merge_topk, partial_means, procrustes_partial, topk_partial)
-from minivec2vec.model import column_mean
+from minivec2vec.kernels.rows import column_mean
 from knn_oracle import brute_force, integer_data
 
 

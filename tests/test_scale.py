@@ -19,7 +19,7 @@ from minivec2vec import MemoryLimitError, MiniVec2Vec, evaluate
 from minivec2vec._runtime.memory import FIXED_OVERHEAD
 from minivec2vec.cli import main
 from minivec2vec.io.etl import apply_map
-from minivec2vec.model import column_mean, sample_rows
+from minivec2vec.kernels.rows import column_mean, sample_rows
 from minivec2vec.io.sources import NpyShardsSource, open_source, scan
 from minivec2vec.evaluation.synthetic import generate_pair
 

@@ -31,7 +31,7 @@ from .model import MIN_KNOWN_PAIRS, MiniVec2Vec
 from .kernels.partials import (ProcrustesPartial, finalize_procrustes, merge_procrustes_partials,
                        partial_means, procrustes_partial, topk_partial)
 from .kernels.procrustes import neighbour_cross_covariance, procrustes
-from ._dask import dask_knn, dask_procrustes
+from .distributed.dask import dask_knn, dask_procrustes
 
 __all__ = ["__version__", "MiniVec2Vec", "NotFittedError", "MapFileError", "AlignmentWarning",
            "CONFIDENCE_THRESHOLD", "AGREEMENT_THRESHOLD", "KNOWN_PAIRS_THRESHOLD",

@@ -21,7 +21,7 @@ from ._runtime.threads import resolve_n_threads, single_threaded_blas
 from ._runtime.validation import (check_known_pairs, check_positive_int, check_random_state,
                           check_rows)
 from .stages.anchors import Anchors, match_anchors
-from .kernels.partials import partial_means, procrustes_partial
+from .kernels.rows import centre_normalise, map_rows, mean_centred_norm, sample_indices
 from .stages.confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, RETURN_MIN_ROWS,
                          RETURN_PASSES, RETURN_THRESHOLD, alignment_confidence, doubtful,
                          known_pairs_top1, restart_agreement, return_agreement,
@@ -32,10 +32,10 @@ from .stages.refine import refine_clusters, refine_matching, refine_mutual
 from .stages.assignment import refine_assignment
 from .stages.transport import refine_transport
 from .io.sources import ArraySource, open_source, scan
+from .distributed import is_dask_array
 
 logger = logging.getLogger("minivec2vec")
 
-_BLOCK_ROWS = 65536
 
 # fewer known pairs than this cannot start a fit on real data (10 failed on both pairs tried)
 MIN_KNOWN_PAIRS = 10
@@ -288,7 +288,7 @@ class MiniVec2Vec:
 
     def _fit(self, X_a, X_b, known_pairs=None):
         if is_dask_array(X_a) or is_dask_array(X_b):
-            from . import _dask
+            from .distributed import dask as _dask
             rng = check_random_state(self.random_state)
             t_start = time.perf_counter()
             known_pairs = check_known_pairs(known_pairs, X_a.shape[1], X_b.shape[1],
@@ -369,8 +369,8 @@ class MiniVec2Vec:
 
         self.mean_a_ = np.asarray(mean_a, dtype=np.float64)
         self.mean_b_ = np.asarray(mean_b, dtype=np.float64)
-        self.scale_a_ = float(_mean_centred_norm(X_a, self.mean_a_))
-        self.scale_b_ = float(_mean_centred_norm(X_b, self.mean_b_))
+        self.scale_a_ = float(mean_centred_norm(X_a, self.mean_a_))
+        self.scale_b_ = float(mean_centred_norm(X_b, self.mean_b_))
         A = centre_normalise(X_a, self.mean_a_, "X_a", out=X_a if in_place else None)
         B = centre_normalise(X_b, self.mean_b_, "X_b", out=X_b if in_place else None)
 
@@ -604,7 +604,7 @@ class MiniVec2Vec:
     def _map(self, X, add_mean, memory_limit, inverse):
         self._check_mappable(add_mean, inverse)
         if is_dask_array(X):
-            from . import _dask
+            from .distributed import dask as _dask
             return _dask.transform(self, X, add_mean, inverse=inverse)
         source = open_source(X, "X")
         self._check_input_features(source, inverse)
@@ -837,86 +837,17 @@ def _json_safe_params(params):
     return safe
 
 
-def sample_indices(n, n_rows, rng):
-    """All of range(n) when n <= ``n_rows`` (no draw), else ``n_rows`` sorted indices drawn
-    uniformly without replacement (in file order, so files are read forwards)."""
-    if n <= n_rows:
-        return np.arange(n)
-    return np.sort(rng.choice(n, size=n_rows, replace=False))
 
 
-def sample_rows(X, n_rows, rng):
-    """X itself when it has at most ``n_rows`` rows, else the rows of :func:`sample_indices`."""
-    if X.shape[0] <= n_rows:
-        return X
-    return X[sample_indices(X.shape[0], n_rows, rng)]
 
 
-def column_mean(X):
-    """float64 column means, from the one-sided Procrustes partial of X's rows (summed in the
-    same fixed sub-blocks as :func:`minivec2vec.io.sources.scan`, so bit-identical to it)."""
-    return partial_means(procrustes_partial(X))[0]
 
 
-def map_rows(X, W32, mean_a, mean_b, scale_b, add_mean, row_offset=0, out=None, n_threads=1):
-    """The transform of the rows X: refuse NaN/Inf and all-zero rows, centre with mean_a,
-    L2-normalise, times W32 (float32); with ``add_mean`` rescaled by scale_b and mean_b added.
-    float32 (n, d_b), written into ``out`` when given.
-
-    The product is :func:`minivec2vec._core.rows_times`, not BLAS: each row's bytes depend on
-    that row alone, so in memory, streamed in any chunk size, resumed, on Dask or with any
-    ``n_threads``, the same row maps to the same bytes (OpenBLAS's sgemm does not promise that:
-    on AVX2 CPUs its rounding changes with the row's position in the call and the thread count)."""
-    check_rows(X, "X", finite=True, nonzero=True, row_offset=row_offset)
-    if out is None:
-        out = np.empty((X.shape[0], W32.shape[1]), dtype=np.float32)
-    W32 = np.ascontiguousarray(W32, dtype=np.float32)
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        block = centre_normalise(X[start:start + _BLOCK_ROWS], mean_a, "X",
-                                  row_offset=row_offset + start)
-        _core.rows_times(block, W32, out[start:start + _BLOCK_ROWS], n_threads)
-    if add_mean:
-        out *= np.float32(scale_b)
-        out += np.asarray(mean_b).astype(np.float32)
-    return out
 
 
-def is_dask_array(X):
-    """True for a dask.array.Array (without importing dask: none exists if it is not loaded)."""
-    dask_array = sys.modules.get("dask.array")
-    return dask_array is not None and isinstance(X, dask_array.Array)
 
 
 def _sample_dtype(dtype):
     """The sampled rows are gathered as float32 (float64 inputs stay float64, so the result
     is the same as centring the original rows)."""
     return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
-
-
-def centre_normalise(X, mean, name, row_offset=0, out=None):
-    """float32 copy of X (or ``out``, which may be X itself), centred with ``mean`` and
-    L2-normalised row by row."""
-    if out is None:
-        out = np.empty(X.shape, dtype=np.float32)
-    mean32 = mean.astype(np.float32)
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        block = out[start:start + _BLOCK_ROWS]
-        np.subtract(X[start:start + _BLOCK_ROWS], mean32, out=block, casting="unsafe")
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-        zero = np.flatnonzero(norms <= 1e-12 * max(1.0, float(np.abs(mean32).max())))
-        if zero.size:
-            raise ZeroRowError(f"{name}: row {row_offset + start + int(zero[0])} is zero after "
-                             "centring (equal to the training mean): it has no direction to map")
-        block /= norms[:, None]
-    return out
-
-
-def _mean_centred_norm(X, mean, block_rows=8192):
-    """Mean norm of the centred rows (float64 blocks of ``block_rows``: two temporaries of
-    block_rows x d x 8 bytes, 100 MB at d = 768, small beside the fit's planned arrays)."""
-    total = 0.0
-    for start in range(0, X.shape[0], block_rows):
-        block = X[start:start + block_rows].astype(np.float64) - mean
-        total += np.sqrt(np.einsum("ij,ij->i", block, block)).sum()
-    return total / X.shape[0]
-

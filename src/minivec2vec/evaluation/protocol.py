@@ -14,7 +14,7 @@ from scipy.stats import special_ortho_group
 
 from ..exceptions import ShapeError, TooFewRowsError
 from .metrics import evaluate
-from ..model import centre_normalise, column_mean
+from ..kernels.rows import centre_normalise, column_mean
 from ..kernels.procrustes import procrustes
 
 

@@ -1,7 +1,7 @@
 """The two partial states of the method, as pure functions with a merge.
 
 Any engine that maps a function over blocks of rows and reduces the results (Dask, Spark, Ray,
-a loop over files) can drive them; :mod:`minivec2vec._dask` drives them with Dask.
+a loop over files) can drive them; :mod:`minivec2vec.distributed.dask` drives them with Dask.
 
 (a) **Procrustes partial sums** of a block of source rows X (and, for a supervised fit, the
     paired target rows Y): the cross-covariance X^T Y, the sums of X's and Y's rows, and the row

@@ -19,12 +19,13 @@ import functools
 
 import numpy as np
 
-from .exceptions import (DtypeError, InvalidParameterError, MissingDependencyError, NonFiniteError,
+from ..exceptions import (DtypeError, InvalidParameterError, MissingDependencyError, NonFiniteError,
                          ShapeError, TooFewRowsError, ZeroRowError)
-from ._runtime.validation import check_embeddings, check_layout, check_positive_int
-from .kernels.knn import _METRICS, merge_topk
-from .model import column_mean, is_dask_array, map_rows, sample_indices
-from .kernels.partials import (finalize_procrustes, merge_procrustes_partials, partial_means,
+from .._runtime.validation import check_embeddings, check_layout, check_positive_int
+from ..kernels.knn import _METRICS, merge_topk
+from . import is_dask_array
+from ..kernels.rows import column_mean, map_rows, sample_indices
+from ..kernels.partials import (finalize_procrustes, merge_procrustes_partials, partial_means,
                        procrustes_partial, topk_partial)
 
 # One (score, global index) slot of a top-k list: the two halves of partial (b) travel together.
@@ -116,7 +117,7 @@ def read_and_sample(X_a, X_b, n_sample, rng, check_rows):
 
     Either side may be a dask array or a numpy array. The means come from one pass over the
     dask sides (partial sums reduced on the workers; a numpy side uses :func:`column_mean`).
-    The rows are drawn with :func:`minivec2vec.model.sample_indices` from ``rng`` (A first, then B), exactly
+    The rows are drawn with :func:`minivec2vec.kernels.rows.sample_indices` from ``rng`` (A first, then B), exactly
     as the in-memory path does, and only the drawn rows are brought to the client.
     """
     dask, _ = _import_dask()
