@@ -16,7 +16,7 @@ from minivec2vec.stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRES
 from minivec2vec.kernels.rows import centre_normalise, column_mean
 from minivec2vec.kernels.procrustes import procrustes
 
-model_module = importlib.import_module("minivec2vec.model")
+pipeline_module = importlib.import_module("minivec2vec.pipeline")
 
 LIGHT = {"n_runs": 5, "n_clusters": 10, "refine_iter": 20, "refine_clusters": 50, "qap_restarts": 10,
          "mutual_iter": 3, "mutual_sample": 600, "confidence_sample": 300,
@@ -123,11 +123,11 @@ def test_n_restarts_continues_the_best_scoring_restart(monkeypatch, rotation_spl
     """Every restart's W is scored; the one that goes on to refine-2 is the argmax."""
     train_a, train_b = rotation_split.train_a[:800], rotation_split.train_b[:800]
     initial, passed_on = [], []
-    original_initial = model_module.MiniVec2Vec._initial_map
-    original_refine = model_module.refine_clusters
+    original_initial = pipeline_module.initial_map
+    original_refine = pipeline_module.refine_clusters
 
-    def recording_initial(self, *args, **kwargs):
-        W, anchors = original_initial(self, *args, **kwargs)
+    def recording_initial(*args, **kwargs):
+        W, anchors = original_initial(*args, **kwargs)
         initial.append(W.copy())
         return W, anchors
 
@@ -135,8 +135,8 @@ def test_n_restarts_continues_the_best_scoring_restart(monkeypatch, rotation_spl
         passed_on.append(W.copy())
         return original_refine(W, *args, **kwargs)
 
-    monkeypatch.setattr(model_module.MiniVec2Vec, "_initial_map", recording_initial)
-    monkeypatch.setattr(model_module, "refine_clusters", recording_refine)
+    monkeypatch.setattr(pipeline_module, "initial_map", recording_initial)
+    monkeypatch.setattr(pipeline_module, "refine_clusters", recording_refine)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AlignmentWarning)
         model = MiniVec2Vec(random_state=5, n_threads=1, n_restarts=3, extra_restarts=0,
@@ -187,7 +187,7 @@ def test_a_restart_the_refinement_returns_to_confirms_the_fit(tmp_path, monkeypa
     from minivec2vec.evaluation.synthetic import generate_pair
     paths = generate_pair(tmp_path / "pair", 1000, 24, n_test=10, seed=2)
     R = np.load(paths["true_map"])
-    monkeypatch.setattr(model_module, "RETURN_MIN_ROWS", 1000)
+    monkeypatch.setattr(pipeline_module, "RETURN_MIN_ROWS", 1000)
     with warnings.catch_warnings():
         warnings.simplefilter("error", AlignmentWarning)
         model = MiniVec2Vec(random_state=2, n_threads=1, n_restarts=1, extra_restarts=3,

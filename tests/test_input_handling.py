@@ -17,7 +17,7 @@ import pytest
 from scipy.stats import ortho_group
 
 import minivec2vec.kernels.rows as rows_module
-import minivec2vec.model as model_module
+import minivec2vec.pipeline as pipeline_module
 from minivec2vec import (AlignmentWarning, MemoryLimitError, MiniVec2Vec, OutputPathError,
                          TooFewRowsError, knn)
 from minivec2vec._runtime.sizing import minimum_rows, stage_settings
@@ -148,7 +148,7 @@ def test_fit_memory_limit_too_small_fails_before_the_first_stage(rotation_split,
     def must_not_run(*args, **kwargs):
         raise AssertionError("the anchor stage ran although the memory plan cannot fit")
 
-    monkeypatch.setattr(model_module, "match_anchors", must_not_run)
+    monkeypatch.setattr(pipeline_module, "match_anchors", must_not_run)
     with pytest.raises(MemoryLimitError, match=r"memory_limit=20000 bytes is too small for fit"):
         MiniVec2Vec(memory_limit=20_000, **LIGHT).fit(rotation_split.train_a[:1000],
                                                       rotation_split.train_b[:1000])

@@ -152,12 +152,12 @@ def test_fit_on_files_equals_fit_on_arrays_and_follows_the_sampling_contract(tmp
         _parquet(tmp_path / "b.parquet", X_b, row_group_size=700))
     np.testing.assert_array_equal(on_arrays.W_, on_files.W_)
     np.testing.assert_array_equal(on_arrays.mean_b_, on_files.mean_b_)
-    # the contract other engines build on: means over all rows, sample_rows A then B, _fit_rows
+    # the contract other engines build on: means over all rows, sample_rows A then B, fit_from_sample
     model = MiniVec2Vec(**params)
     rng_fit = np.random.default_rng(3)
     rows_a = sample_rows(X_a, 1200, rng_fit)
     rows_b = sample_rows(X_b, 1200, rng_fit)
-    model._fit_rows(rows_a, rows_b, column_mean(X_a), column_mean(X_b), rng_fit)
+    model.fit_from_sample(rows_a, rows_b, column_mean(X_a), column_mean(X_b), rng_fit)
     np.testing.assert_array_equal(model.W_, on_arrays.W_)
     assert rows_b.dtype == np.float16  # not normalised in place: the caller's rows are kept
 

@@ -4,7 +4,7 @@ reduction operations over the blocks of dask arrays (optional extra ``minivec2ve
 * ``MiniVec2Vec.fit`` on dask arrays: each side's column means come from one-sided Procrustes
   partial sums reduced over the blocks (one pass over all rows, on the workers); then the same
   random draws as the in-memory path pick ``fit_sample`` rows per side, only those rows travel
-  to the client, and the stages run there (:meth:`MiniVec2Vec._fit_rows`). With the same seed
+  to the client, and the stages run there (:meth:`MiniVec2Vec.fit_from_sample`). With the same seed
   the map equals the one fitted in memory.
 * ``MiniVec2Vec.transform`` of a dask array: a lazy dask array, one task per block of rows.
 * :func:`dask_knn`: exact kNN of dask queries against a dask database: one top-k partial per
@@ -113,7 +113,7 @@ def dask_procrustes(X, Y, centre=True):
 
 # ------------------------------------------------------------------------------ fit
 def read_and_sample(X_a, X_b, n_sample, rng, check_rows):
-    """Means of ALL rows and ``n_sample`` sampled rows per side, for ``_fit_rows``.
+    """Means of ALL rows and ``n_sample`` sampled rows per side, for ``MiniVec2Vec.fit_from_sample``.
 
     Either side may be a dask array or a numpy array. The means come from one pass over the
     dask sides (partial sums reduced on the workers; a numpy side uses :func:`column_mean`).
