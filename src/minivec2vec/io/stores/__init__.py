@@ -9,7 +9,8 @@ A store is named by a URI-like string ``SCHEME:PATH``:
 
 Each store is one module of this package with
 
-* ``open(path, name, column=None)``: a source, an :class:`minivec2vec.io.sources.EmbeddingSource`
+* ``open(path, name, column=None)``: a source, an
+  :class:`minivec2vec.io.embedding_source.EmbeddingSource`
   that also gives each row's id (``ids()``) and yields, with each block of vectors, the
   store's own record of those rows (``blocks_with_records(block_rows, first)`` gives
   ``(start, vectors, records)``; records are ``None`` when the ids are all there is, a pyarrow
@@ -29,7 +30,7 @@ import importlib
 import os
 
 from ...exceptions import InvalidParameterError
-from ..sources import EmbeddingSource
+from ..embedding_source import EmbeddingSource
 
 _SCHEMES = {"faiss": "faiss_index", "lance": "lance_table", "qdrant": "qdrant_collection"}
 
