@@ -13,7 +13,7 @@ from conftest import assert_semi_orthogonal, noisy_rotation_start, random_unit_r
 import minivec2vec.stages.assignment as assignment
 from minivec2vec import _core
 from minivec2vec.stages.assignment import (BATCHES_PER_STEP, EXTRAPOLATE_EVERY, _climbed_and_levelled,
-                                     refine_assignment)
+                                           refine_assignment)
 from minivec2vec.kernels.procrustes import procrustes
 from minivec2vec.stages.refine import refine_mutual
 

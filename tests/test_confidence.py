@@ -10,9 +10,9 @@ import pytest
 
 from minivec2vec import MiniVec2Vec
 from minivec2vec.stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, RETURN_THRESHOLD,
-                                    RETURN_TURN, AlignmentWarning, alignment_confidence,
-                                    doubtful, map_agreement, random_turn, restart_agreement,
-                                    return_agreement, scoring_sample)
+                                           RETURN_TURN, AlignmentWarning, alignment_confidence,
+                                           doubtful, map_agreement, random_turn, restart_agreement,
+                                           return_agreement, scoring_sample)
 from minivec2vec.kernels.rows import centre_normalise, column_mean
 from minivec2vec.kernels.procrustes import procrustes
 

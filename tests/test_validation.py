@@ -6,7 +6,7 @@ import pytest
 
 from minivec2vec import MiniVec2Vec, evaluate, kmeans, knn
 from minivec2vec._runtime.validation import (check_embeddings, check_finite_rows, check_positive_int,
-                                     check_random_state, parse_memory)
+                                             check_random_state, parse_memory)
 
 
 # ------------------------------------------------------------------------------------ embeddings

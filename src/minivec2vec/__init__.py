@@ -9,7 +9,8 @@ kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`; the
 of the method (:mod:`minivec2vec.kernels.partials`) and their Dask drivers :func:`dask_knn`,
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
 """
-from ._runtime import threads as _threads  # noqa: F401  (first: selects the Numba threading layer, see there)
+# first: selects the Numba threading layer (see there)
+from ._runtime import threads as _threads  # noqa: F401
 from ._version import __version__
 from .exceptions import (AlignmentWarning, DimensionMismatchError, DtypeError, InputError,
                          InputFileError, InvalidParameterError, MapFileError, MapFileVersionError,
@@ -23,13 +24,13 @@ from .exceptions import (AlignmentWarning, DimensionMismatchError, DtypeError, I
 from . import kmeans as _, knn as _, procrustes as _  # noqa: F401,F811,E402
 del _
 from .stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
-                         RETURN_THRESHOLD)
+                                RETURN_THRESHOLD)
 from .evaluation.metrics import evaluate, evaluate_retrieval
 from .kernels.kmeans import kmeans
 from .kernels.knn import knn, merge_topk
 from .model import MIN_KNOWN_PAIRS, MiniVec2Vec
 from .kernels.partials import (ProcrustesPartial, finalize_procrustes, merge_procrustes_partials,
-                       partial_means, procrustes_partial, topk_partial)
+                               partial_means, procrustes_partial, topk_partial)
 from .kernels.procrustes import neighbour_cross_covariance, procrustes
 from .distributed.dask import dask_knn, dask_procrustes
 

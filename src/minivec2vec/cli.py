@@ -68,7 +68,7 @@ def _model_params(args):
 def _cmd_fit(args):
     from ._runtime.validation import check_output_path
     from .stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
-                             RETURN_THRESHOLD)
+                                    RETURN_THRESHOLD)
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")   # before a fit of minutes, not after
     from .io.sources import open_source
@@ -150,7 +150,7 @@ def _json_safe(payload):
 
 def _cmd_evaluate(args):
     from .evaluation.metrics import (check_retrieval_plan, evaluate_retrieval, open_test_sets,
-                             read_test_sets)
+                                     read_test_sets)
     from .model import MiniVec2Vec
     model = MiniVec2Vec.load(args.map)
     sources = open_test_sets(model, args.a, args.b, queries=args.queries, column=args.column)

@@ -1,4 +1,5 @@
-"""The driver: MiniVec2Vec validates, prepares the data, runs the stages and holds the map."""
+"""The estimator: MiniVec2Vec checks its parameters, reads and samples the inputs, hands the rows
+to the pipeline (:mod:`minivec2vec.pipeline`), and holds, applies, saves and loads the map."""
 from __future__ import annotations
 
 import time

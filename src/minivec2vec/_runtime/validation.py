@@ -9,8 +9,8 @@ import tempfile
 import numpy as np
 
 from ..exceptions import (DimensionMismatchError, DtypeError, InvalidParameterError, NonFiniteError,
-                         OutputDirectoryNotFoundError, OutputPathError, ParameterTypeError,
-                         ShapeError, TooFewRowsError, ZeroRowError)
+                          OutputDirectoryNotFoundError, OutputPathError, ParameterTypeError,
+                          ShapeError, TooFewRowsError, ZeroRowError)
 
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

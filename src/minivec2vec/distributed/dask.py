@@ -20,13 +20,13 @@ import functools
 import numpy as np
 
 from ..exceptions import (DtypeError, InvalidParameterError, MissingDependencyError, NonFiniteError,
-                         ShapeError, TooFewRowsError, ZeroRowError)
+                          ShapeError, TooFewRowsError, ZeroRowError)
 from .._runtime.validation import check_embeddings, check_layout, check_positive_int
 from ..kernels.knn import _METRICS, merge_topk
 from . import is_dask_array
 from ..kernels.rows import column_mean, map_rows, sample_indices
 from ..kernels.partials import (finalize_procrustes, merge_procrustes_partials, partial_means,
-                       procrustes_partial, topk_partial)
+                                procrustes_partial, topk_partial)
 
 # One (score, global index) slot of a top-k list: the two halves of partial (b) travel together.
 TOPK_DTYPE = np.dtype([("score", np.float32), ("index", np.int64)])

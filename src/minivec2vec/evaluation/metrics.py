@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from ..exceptions import (InputFileError, InvalidParameterError, ParameterTypeError,
-                         PathNotFoundError, ShapeError, TooFewRowsError)
+                          PathNotFoundError, ShapeError, TooFewRowsError)
 from .._runtime.validation import check_embeddings, check_positive_int, check_rows
 from ..kernels import knn as _knn_module   # the module: its _knn is looked up at each call
 from ..kernels.knn import _knn, normalise_rows

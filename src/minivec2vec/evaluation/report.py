@@ -28,9 +28,9 @@ import numpy as np
 from ..exceptions import MissingDependencyError, OutputPathError
 from .._runtime.validation import check_output_path
 from ..stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
-                         RETURN_THRESHOLD, doubtful)
+                                 RETURN_THRESHOLD, doubtful)
 from .metrics import (_paired_ranks, _retrieval_details, check_retrieval_plan,
-                         open_test_sets, read_test_sets)
+                      open_test_sets, read_test_sets)
 
 CURVE_K = 100            # the recall / overlap curves run over k = 1 .. CURVE_K
 _BLUE, _ORANGE, _GREY, _RED, _GREEN = "#1f77b4", "#ff7f0e", "#7f7f7f", "#d62728", "#2ca02c"

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from ..exceptions import (InputFileError, InvalidParameterError, MemoryLimitError, NonFiniteError,
-                         ZeroRowError)
+                          ZeroRowError)
 from .files import write_json_atomic
 from .._runtime.threads import resolve_n_threads
 from .._runtime.validation import check_output_path

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ..exceptions import (DimensionMismatchError, DtypeError, InputFileError,
-                         MissingDependencyError, NonFiniteError, PathNotFoundError, ShapeError)
+                          MissingDependencyError, NonFiniteError, PathNotFoundError, ShapeError)
 from .._runtime.sizing import SUM_ROWS
 from .._runtime.validation import check_embeddings, check_rows
 from .embedding_source import EmbeddingSource

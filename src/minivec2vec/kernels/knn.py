@@ -34,7 +34,7 @@ from .. import _core
 from ..exceptions import InvalidParameterError, MemoryLimitError, ShapeError, TooFewRowsError
 from .._runtime.threads import max_worker_threads, parallel_region, resolve_n_threads
 from .._runtime.validation import (as_float32_block, check_embeddings, check_positive_int,
-                          parse_memory)
+                                   parse_memory)
 
 _METRICS = ("ip", "cosine")
 _ENGINES = ("int8", "blas")

@@ -11,7 +11,7 @@ import numpy as np
 from . import numba_kernels as _kernels
 from ..exceptions import InvalidParameterError, NonFiniteError, ShapeError
 from .._runtime.threads import (check_kernels_can_run, parallel_region, resolve_n_threads,
-                       single_threaded_blas)
+                                single_threaded_blas)
 
 
 def procrustes(cross_covariance):

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from ...exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
-                          PathNotFoundError)
+                           PathNotFoundError)
 from ..._runtime.validation import check_output_path
 from . import StoreSource
 

@@ -21,8 +21,8 @@ import shutil
 import numpy as np
 
 from ...exceptions import (DtypeError, InputFileError, InvalidParameterError,
-                          MissingDependencyError, NonFiniteError, OutputPathError,
-                          PathNotFoundError)
+                           MissingDependencyError, NonFiniteError, OutputPathError,
+                           PathNotFoundError)
 from ..._runtime.validation import check_output_path
 from ..files import read_json, write_json_atomic
 from . import StoreSource

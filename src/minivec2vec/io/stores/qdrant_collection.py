@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 from ...exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
-                          OutputPathError, PathNotFoundError)
+                           OutputPathError, PathNotFoundError)
 from ..files import read_json, write_json_atomic
 from . import StoreSource
 
