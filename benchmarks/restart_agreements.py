@@ -30,7 +30,7 @@ import numpy as np
 import minivec2vec.pipeline as pipeline_module
 from minivec2vec import MiniVec2Vec
 from minivec2vec.stages.confidence import restart_agreement
-from minivec2vec.evaluation.metrics.metrics import evaluate
+from minivec2vec.evaluation.metrics import evaluate
 from minivec2vec.kernels.rows import centre_normalise
 from minivec2vec.evaluation.protocol import random_rotation, split
 

@@ -52,7 +52,7 @@ def load(a, b, pool=8192, seed=0):
 
 def score(W, d):
     """(top-1, mean rank, agreement with W*) of a map."""
-    from minivec2vec.evaluation.metrics.metrics import evaluate
+    from minivec2vec.evaluation.metrics import evaluate
     r = evaluate(d["TA"] @ W.astype(np.float32), d["TB"])
     probe = d["TA"][:2000]
     agree = np.mean(np.sum(_unit(probe @ W.astype(np.float32))

@@ -114,7 +114,7 @@ def noisy_rotation_start(split, n_rows, sigma, seed=0):
 
     Returns (A, B, W_start, top1) with ``top1(W)`` the pool's top-1 of a map.
     """
-    from minivec2vec.evaluation.metrics.metrics import evaluate
+    from minivec2vec.evaluation.metrics import evaluate
     from minivec2vec.kernels.rows import centre_normalise, column_mean
     from minivec2vec.kernels.procrustes import procrustes
     mean_a = column_mean(split.train_a[:n_rows])

@@ -154,7 +154,7 @@ def test_cli_refuses_zero_and_negative_counts_everywhere(cli_files, capsys, monk
 
 
 def test_cli_evaluate_passes_n_threads_to_its_knn(cli_files, capsys, monkeypatch):
-    import minivec2vec.evaluation.metrics.metrics as evaluation_module
+    import minivec2vec.evaluation.metrics as evaluation_module
     seen = []
     real = evaluation_module._knn
 

@@ -338,7 +338,7 @@ def test_inverse_transform_undoes_transform_for_an_orthogonal_map(rotation_split
 def test_inverse_transform_retrieves_like_the_forward_map(rotation_split, rotation_model):
     """B test rows mapped B -> A find their A partners about as often as A rows mapped A -> B
     find theirs (measured: both 1.000 on the rotation sample); tolerance 0.01."""
-    from minivec2vec.evaluation.metrics.metrics import evaluate
+    from minivec2vec.evaluation.metrics import evaluate
     m, s = rotation_model, rotation_split
     forward = evaluate(m.transform(s.test_a), _centred_unit(s.test_b, m.mean_b_).astype(np.float32))
     backward = evaluate(m.inverse_transform(s.test_b),
@@ -351,7 +351,7 @@ def test_inverse_transform_in_both_semi_orthogonal_shapes(semi_orthogonal_case):
     """d_a > d_b (W^T W = I): B rows land in the image of W, and the B -> A retrieval of the
     projected test rows matches the forward one. d_a < d_b (W W^T = I, the same map fitted the
     other way round): transform then inverse_transform is exact on the centred unit rows."""
-    from minivec2vec.evaluation.metrics.metrics import evaluate
+    from minivec2vec.evaluation.metrics import evaluate
     split, model = semi_orthogonal_case
     mapped = model.inverse_transform(split.test_b)
     assert mapped.shape == (1000, 384) and mapped.dtype == np.float32
