@@ -14,7 +14,7 @@ from minivec2vec import (DimensionMismatchError, InputFileError, InvalidParamete
                          TooFewRowsError, evaluate, evaluate_retrieval, knn)
 from minivec2vec.cli import main
 from minivec2vec.evaluation.datasets import load_sample
-from minivec2vec.evaluation.metrics.metrics import read_qrels
+from minivec2vec.evaluation.metrics import read_qrels
 
 knn_module = importlib.import_module("minivec2vec.kernels.knn")   # the module, not the function
 
@@ -119,7 +119,7 @@ def test_a_retention_without_any_hit_is_nan():
 
 
 def test_blocks_and_thread_counts_do_not_change_the_result(rng, monkeypatch):
-    import minivec2vec.evaluation.metrics.metrics as evaluation_module
+    import minivec2vec.evaluation.metrics as evaluation_module
     corpus = rng.standard_normal((700, 12)).astype(np.float32)
     mapped = corpus + rng.standard_normal((700, 12)).astype(np.float32)
     whole = evaluate_retrieval(mapped, corpus, n_threads=1)
@@ -132,7 +132,7 @@ def test_blocks_and_thread_counts_do_not_change_the_result(rng, monkeypatch):
 @pytest.fixture
 def spy_on_searches(monkeypatch):
     """Records every kNN and rank pass: a refusal must come before any of them."""
-    import minivec2vec.evaluation.metrics.metrics as evaluation_module
+    import minivec2vec.evaluation.metrics as evaluation_module
     calls = []
     real_knn, real_ranks = knn_module._knn, evaluation_module._paired_ranks
 
