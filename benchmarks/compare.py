@@ -8,10 +8,10 @@
 Cases (real vectors from <repo>/../shared/data, float16 -> float32; the 5000-row sample shipped
 in the package when that folder is absent, with reduced sizes, which is printed):
 
-* knn: 10,000 queries x 60,000 database x 384, k = 50. minivec2vec.kernels.knn against faiss
+* knn: 10,000 queries x 60,000 database x 384, k = 50. minivec2vec.knn against faiss
   IndexFlatIP, and against the GEMM alone (numpy Q @ D.T in blocks of 1024 queries, no
   selection: the physical bound of an exact search).
-* kmeans: 60,000 x 384, 500 clusters. minivec2vec.kernels.kmeans against scikit-learn's
+* kmeans: 60,000 x 384, 500 clusters. minivec2vec.kmeans against scikit-learn's
   MiniBatchKMeans with the same batch size, number of steps and k-means++ sample, and against
   scikit-learn's KMeans (Lloyd, n_init=1).
 * procrustes: 30,000 row-aligned pairs x 384. The streamed cross-covariance + procrustes
@@ -114,7 +114,7 @@ def print_environment(args):
           f"{platform.python_version()}, {platform.system()} {platform.machine()}")
     print(f"CPU: {cpu}, {os.cpu_count()} logical CPUs, threads used: {args.threads}")
     # run one tiny parallel kernel so that Numba reports the threading layer it really uses
-    minivec2vec.kernels.kmeans(np.eye(8, dtype=np.float32), 2, random_state=SEED, n_threads=args.threads)
+    minivec2vec.kmeans(np.eye(8, dtype=np.float32), 2, random_state=SEED, n_threads=args.threads)
     print(f"numpy {np.__version__}, scipy {scipy.__version__}, "
           f"scikit-learn {sklearn.__version__}, faiss {faiss_version}, numba {numba.__version__} "
           f"(threading layer {numba.threading_layer()}), threadpoolctl {threadpoolctl.__version__}")
@@ -252,7 +252,7 @@ def case_knn(args, data):
         return f"{flop / seconds / 1e9:6.1f} GFLOP/s"
 
     # warm-up: Numba/C++ kernels, worker pools, faiss OpenMP
-    minivec2vec.kernels.knn(Q[:64], D[:4096], k, n_threads=args.threads)
+    minivec2vec.knn(Q[:64], D[:4096], k, n_threads=args.threads)
     if faiss is not None:
         warm = faiss.IndexFlatIP(d)
         warm.add(D[:4096])
@@ -261,8 +261,8 @@ def case_knn(args, data):
     table = Table(f"kNN: {n_queries} queries x {n_database} database x {d}, k={k}, "
                   f"inner product, float32, {args.threads} threads")
     (ours_scores, ours_idx), t = timed(
-        lambda: minivec2vec.kernels.knn(Q, D, k, metric="ip", n_threads=args.threads), args.repeat)
-    ours = table.add("minivec2vec.kernels.knn", t, gflops(min(t)), reference=True)
+        lambda: minivec2vec.knn(Q, D, k, metric="ip", n_threads=args.threads), args.repeat)
+    ours = table.add("minivec2vec.knn", t, gflops(min(t)), reference=True)
 
     if faiss is not None:
         index = faiss.IndexFlatIP(d)
@@ -322,21 +322,21 @@ def case_kmeans(args, data):
     common = dict(random_state=SEED, batch_size=batch, init_size=init_size,
                   n_threads=args.threads)
 
-    minivec2vec.kernels.kmeans(X[:4096], 16, random_state=SEED, max_iter=2, n_threads=args.threads)
+    minivec2vec.kmeans(X[:4096], 16, random_state=SEED, max_iter=2, n_threads=args.threads)
 
     table = Table(f"k-means: {n} x {X.shape[1]} (centred unit rows), {n_clusters} clusters, "
                   f"{args.threads} threads; mini-batch: {steps} steps of {batch} rows "
                   f"(sklearn max_iter={epochs} epochs), k-means++ on {init_size} rows")
     (_, _, inertia), t = timed(
-        lambda: minivec2vec.kernels.kmeans(X, n_clusters, max_iter=steps, lloyd_passes=0, **common),
+        lambda: minivec2vec.kmeans(X, n_clusters, max_iter=steps, lloyd_passes=0, **common),
         args.repeat)
-    ours = table.add("minivec2vec.kernels.kmeans, mini-batch only", t,
+    ours = table.add("minivec2vec.kmeans, mini-batch only", t,
                      f"inertia {inertia:.2f} (lloyd_passes=0)", reference=True)
     (_, _, inertia2), t = timed(
-        lambda: minivec2vec.kernels.kmeans(X, n_clusters, random_state=SEED, n_threads=args.threads),
+        lambda: minivec2vec.kmeans(X, n_clusters, random_state=SEED, n_threads=args.threads),
         args.repeat)
-    defaults = inspect.signature(minivec2vec.kernels.kmeans).parameters
-    table.add("minivec2vec.kernels.kmeans, all defaults", t,
+    defaults = inspect.signature(minivec2vec.kmeans).parameters
+    table.add("minivec2vec.kmeans, all defaults", t,
               f"inertia {inertia2:.2f} (batch_size={defaults['batch_size'].default}, "
               f"max_iter={defaults['max_iter'].default}, "
               f"lloyd_passes={defaults['lloyd_passes'].default})")
@@ -357,9 +357,9 @@ def case_kmeans(args, data):
     table.add("sklearn KMeans (Lloyd, n_init=1, k-means++ on all rows)", t,
               f"inertia {model.inertia_:.2f} ({model.n_iter_} iterations)")
     (_, _, inertia3), t = timed(
-        lambda: minivec2vec.kernels.kmeans(X, n_clusters, random_state=SEED, max_iter=0,
+        lambda: minivec2vec.kmeans(X, n_clusters, random_state=SEED, max_iter=0,
                                    lloyd_passes=300, init_size=n, n_threads=args.threads), 1)
-    table.add("minivec2vec.kernels.kmeans as Lloyd (k-means++ on all)", t,
+    table.add("minivec2vec.kmeans as Lloyd (k-means++ on all)", t,
               f"inertia {inertia3:.2f} (max_iter=0, lloyd_passes=300, init_size=n)")
     table.show()
     return {"ours": ours}
@@ -387,14 +387,14 @@ def case_procrustes(args, data):
     X, Y = centred_unit(X), centred_unit(Y)
     n = X.shape[0]
     pairs = np.arange(n, dtype=np.int64)[:, None]
-    minivec2vec.kernels.procrustes(minivec2vec.neighbour_cross_covariance(X[:512], Y[:512], pairs[:512]))
+    minivec2vec.procrustes(minivec2vec.neighbour_cross_covariance(X[:512], Y[:512], pairs[:512]))
 
     table = Table(f"Procrustes: {n} pairs x {X.shape[1]}, {what}, float32 in, "
                   f"{args.threads} threads")
 
     def ours():
         M = minivec2vec.neighbour_cross_covariance(X, Y, pairs, n_threads=args.threads)
-        return minivec2vec.kernels.procrustes(M)
+        return minivec2vec.procrustes(M)
 
     W_ours, t = timed(ours, args.repeat)
     best = table.add("minivec2vec cross-covariance + procrustes", t, "", reference=True)
@@ -402,7 +402,7 @@ def case_procrustes(args, data):
                                                                 n_threads=args.threads),
                  args.repeat)
     table.add("  of which neighbour_cross_covariance (k=1)", t, "float64 accumulation")
-    _, t = timed(lambda: minivec2vec.kernels.procrustes(M), args.repeat)
+    _, t = timed(lambda: minivec2vec.procrustes(M), args.repeat)
     table.add("  of which procrustes(M)", t, f"polar factor of the {M.shape[0]} x {M.shape[1]} M")
     with threadpool_limits(limits=args.threads, user_api="blas"):
         (W_scipy, _), t = timed(lambda: orthogonal_procrustes(X, Y), args.repeat)

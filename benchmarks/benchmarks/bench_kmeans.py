@@ -1,4 +1,4 @@
-"""Mini-batch k-means (minivec2vec.kernels.kmeans): time, peak memory and inertia."""
+"""Mini-batch k-means (minivec2vec.kmeans): time, peak memory and inertia."""
 import minivec2vec
 
 from .common import KMEANS_CLUSTERS, KMEANS_DATASETS, SEED, kmeans_data, random_rows
@@ -17,10 +17,10 @@ class KMeans:
         self.n_clusters = KMEANS_CLUSTERS[dataset]
 
     def time_kmeans(self, dataset):
-        minivec2vec.kernels.kmeans(self.X, self.n_clusters, random_state=SEED)
+        minivec2vec.kmeans(self.X, self.n_clusters, random_state=SEED)
 
     def track_inertia(self, dataset):
-        return minivec2vec.kernels.kmeans(self.X, self.n_clusters, random_state=SEED)[2]
+        return minivec2vec.kmeans(self.X, self.n_clusters, random_state=SEED)[2]
 
     track_inertia.unit = "inertia"
 
@@ -40,8 +40,8 @@ class KMeansLloydRatio:
         self.X = kmeans_data("sample-5k")
 
     def track_inertia_ratio(self):
-        ours = minivec2vec.kernels.kmeans(self.X, self.n_clusters, random_state=SEED)[2]
-        lloyd = minivec2vec.kernels.kmeans(self.X, self.n_clusters, random_state=SEED, max_iter=0,
+        ours = minivec2vec.kmeans(self.X, self.n_clusters, random_state=SEED)[2]
+        lloyd = minivec2vec.kmeans(self.X, self.n_clusters, random_state=SEED, max_iter=0,
                                    lloyd_passes=100)[2]
         return ours / lloyd
 
@@ -65,13 +65,13 @@ class KMeansStages:
 
     def time_stage(self, stage):
         if stage == "kmeans++":
-            minivec2vec.kernels.kmeans(self.X, self.n_clusters, random_state=SEED, max_iter=0,
+            minivec2vec.kmeans(self.X, self.n_clusters, random_state=SEED, max_iter=0,
                                lloyd_passes=0)
         elif stage == "minibatch":
-            minivec2vec.kernels.kmeans(self.X, self.n_clusters, random_state=SEED, init=self.init,
+            minivec2vec.kmeans(self.X, self.n_clusters, random_state=SEED, init=self.init,
                                lloyd_passes=0)
         else:
-            minivec2vec.kernels.kmeans(self.X, self.n_clusters, random_state=SEED, init=self.init,
+            minivec2vec.kmeans(self.X, self.n_clusters, random_state=SEED, init=self.init,
                                max_iter=0, lloyd_passes=1)
 
 
@@ -89,5 +89,5 @@ class AnchorKMeans:
         self.X = kmeans_data("sample-5k")[:2000]
 
     def time_anchor_kmeans(self, n_threads):
-        minivec2vec.kernels.kmeans(self.X, 20, random_state=SEED, max_iter=0, lloyd_passes=30,
+        minivec2vec.kmeans(self.X, 20, random_state=SEED, max_iter=0, lloyd_passes=30,
                            n_threads=n_threads)

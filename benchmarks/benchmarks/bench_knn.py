@@ -1,4 +1,4 @@
-"""Exact blocked kNN (minivec2vec.kernels.knn): time, peak memory and recall against brute force."""
+"""Exact blocked kNN (minivec2vec.knn): time, peak memory and recall against brute force."""
 import numpy as np
 
 import minivec2vec
@@ -40,15 +40,15 @@ class KNN:
         self.queries, self.database = knn_data(dataset)
 
     def time_knn(self, dataset):
-        minivec2vec.kernels.knn(self.queries, self.database, self.k)
+        minivec2vec.knn(self.queries, self.database, self.k)
 
     def peakmem_knn(self, dataset):
-        minivec2vec.kernels.knn(self.queries, self.database, self.k)
+        minivec2vec.knn(self.queries, self.database, self.k)
 
     def track_recall(self, dataset):
         """Recall@50 of the first 256 queries against float64 brute force (1.0 up to ties)."""
         queries = self.queries[:256]
-        _, found = minivec2vec.kernels.knn(queries, self.database, self.k)
+        _, found = minivec2vec.knn(queries, self.database, self.k)
         return recall(found, brute_force_topk(queries, self.database, self.k))
 
     track_recall.unit = "recall"
@@ -70,7 +70,7 @@ class KNNVariants:
                         "1-thread": {"n_threads": 1}}[variant]
 
     def time_knn(self, dataset, variant):
-        minivec2vec.kernels.knn(self.queries, self.database, 50, **self.options)
+        minivec2vec.knn(self.queries, self.database, 50, **self.options)
 
 
 class KNNEngines:
@@ -87,12 +87,12 @@ class KNNEngines:
         self.queries, self.database = knn_data(dataset)
 
     def time_knn(self, dataset, engine):
-        minivec2vec.kernels.knn(self.queries, self.database, 50, engine=engine)
+        minivec2vec.knn(self.queries, self.database, 50, engine=engine)
 
     def track_recall(self, dataset, engine):
         """Recall@50 of the first 256 queries against float64 brute force (1.0 up to ties)."""
         queries = self.queries[:256]
-        _, found = minivec2vec.kernels.knn(queries, self.database, 50, engine=engine)
+        _, found = minivec2vec.knn(queries, self.database, 50, engine=engine)
         return recall(found, brute_force_topk(queries, self.database, 50))
 
     track_recall.unit = "recall"

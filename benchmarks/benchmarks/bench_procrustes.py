@@ -1,4 +1,4 @@
-"""Procrustes (minivec2vec.kernels.procrustes) and the streamed cross-covariance that feeds it."""
+"""Procrustes (minivec2vec.procrustes) and the streamed cross-covariance that feeds it."""
 import numpy as np
 
 import minivec2vec
@@ -17,7 +17,7 @@ class Procrustes:
         self.M = X.T.astype(np.float64) @ Y.astype(np.float64)
 
     def time_procrustes(self, dataset):
-        minivec2vec.kernels.procrustes(self.M)
+        minivec2vec.procrustes(self.M)
 
 
 class NeighbourCrossCovariance:

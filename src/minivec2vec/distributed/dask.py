@@ -208,7 +208,7 @@ def _merge_topk_block(block, axis=None, keepdims=True, *, k):
 def dask_knn(queries, database, k, metric="ip", n_threads=1):
     """Exact k nearest neighbours of dask ``queries`` among the rows of a dask ``database``.
 
-    The dask counterpart of :func:`minivec2vec.kernels.knn` (same arguments and results): one top-k
+    The dask counterpart of :func:`minivec2vec.knn` (same arguments and results): one top-k
     partial (:func:`~minivec2vec.kernels.partials.topk_partial`) per (query block, database block) with
     global row indices, reduced along the database axis by :func:`merge_topk` in a tree. No
     block of the similarity matrix outlives its task.
