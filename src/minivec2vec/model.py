@@ -284,8 +284,8 @@ class MiniVec2Vec:
                 X_a, X_b, self.fit_sample, rng,
                 lambda n_a, n_b: check_enough_rows(n_a, n_b, self.n_clusters, self.fit_sample))
             return self._fit_sample(rows_a, rows_b, mean_a, mean_b, rng,
-                                  seconds_reading=time.perf_counter() - t_start,
-                                  known_pairs=known_pairs)
+                                    seconds_reading=time.perf_counter() - t_start,
+                                    known_pairs=known_pairs)
         source_a = open_source(X_a, "X_a")
         source_b = open_source(X_b, "X_b")
         known_pairs = check_known_pairs(known_pairs, source_a.n_features, source_b.n_features,
@@ -319,8 +319,8 @@ class MiniVec2Vec:
         # after the NaN check (a bad row is the more useful message); too few rows to matter
         check_enough_rows(source_a.n_rows, source_b.n_rows, self.n_clusters, self.fit_sample)
         return self._fit_sample(rows_a, rows_b, mean_a, mean_b, rng,
-                              seconds_reading=time.perf_counter() - t_start,
-                              rows_are_scratch=fresh_a and fresh_b, known_pairs=known_pairs)
+                                seconds_reading=time.perf_counter() - t_start,
+                                rows_are_scratch=fresh_a and fresh_b, known_pairs=known_pairs)
 
     def _memory_plan(self, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, sample_copies=1,
                      sizes=None):
@@ -342,7 +342,7 @@ class MiniVec2Vec:
             continue (default: a new one from ``random_state``). To reproduce ``fit`` exactly,
             draw the rows with :func:`minivec2vec.kernels.rows.sample_rows` from
             ``np.random.default_rng(random_state)``, A then B, and pass that generator.
-        seconds_reading : time the caller spent reading, reported as ``timings_["read_and_sample"]``
+        seconds_reading : time the caller spent reading (``timings_["read_and_sample"]``)
         rows_are_scratch : True lets float32 C-contiguous writable rows be centred and
             normalised in place (the caller hands them over), which halves the resident memory
         known_pairs : as in :meth:`fit`
