@@ -36,9 +36,9 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def load_sample(a, b, rows, seed):
     """Centred unit rows: A sample, its true B partners, an independent B sample; the supervised
     map (Procrustes on the true pairs of the A sample)."""
-    from minivec2vec.model import centre_normalise, column_mean
-    from minivec2vec.procrustes import procrustes
-    from minivec2vec.protocol import random_rotation, split
+    from minivec2vec.kernels.rows import centre_normalise, column_mean
+    from minivec2vec.kernels.procrustes import procrustes
+    from minivec2vec.evaluation.protocol import random_rotation, split
 
     X_a, X_b = np.load(DATA / f"{a}.npy"), np.load(DATA / f"{b}.npy")
     s = split(X_a, X_b, rotate_b=random_rotation(X_b.shape[1], 1000 + seed))
@@ -55,7 +55,7 @@ def load_sample(a, b, rows, seed):
 
 def neighbour_sets(X, k, n_threads):
     """The k nearest other rows of every row (inner product on unit rows)."""
-    from minivec2vec.knn import knn
+    from minivec2vec.kernels.knn import knn
 
     _, indices = knn(X, X, k + 1, n_threads=n_threads)
     self_row = np.arange(X.shape[0])[:, None]
@@ -83,14 +83,14 @@ def unit_rows(X):
 
 
 def cka(K_a, K_b, perm):
-    from minivec2vec import _kernels
+    from minivec2vec.kernels import numba_kernels as _kernels
 
     return _kernels.qap_objective(K_a, K_b, perm) / (np.linalg.norm(K_a) * np.linalg.norm(K_b))
 
 
 def trial(A, partners, B, W, n_clusters, qap_restarts, rng, n_threads):
-    from minivec2vec.anchors import centred_gram, solve_qap
-    from minivec2vec.kmeans import kmeans
+    from minivec2vec.stages.anchors import centred_gram, solve_qap
+    from minivec2vec.kernels.kmeans import kmeans
 
     def cluster(X):
         return kmeans(X, n_clusters, random_state=rng, max_iter=0, lloyd_passes=20,

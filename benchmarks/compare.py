@@ -156,7 +156,7 @@ class Data:
         if self.shared and (self.folder / f"{model}.npy").is_file():
             data = np.load(self.folder / f"{model}.npy", mmap_mode="r")
         else:
-            from minivec2vec import datasets
+            from minivec2vec.evaluation import datasets
             data = datasets.load_sample(model)
         return np.asarray(data[start:stop], dtype=np.float32)
 
@@ -459,7 +459,7 @@ def fit_sizes(args, data):
 
 
 def load_split(args, data):
-    from minivec2vec import datasets, protocol
+    from minivec2vec.evaluation import datasets, protocol
     n_side, pool = fit_sizes(args, data)
     if n_side is None:
         return datasets.sample_split("minilm", "wordllama", rotate_seed=SEED)
@@ -476,7 +476,7 @@ def fit_worker(args):
         import scipy.optimize  # noqa: F401  (load the pools before limiting them)
         import sklearn.cluster  # noqa: F401
     limit_threads(args.threads)
-    from minivec2vec import protocol
+    from minivec2vec.evaluation import protocol
     data = Data(args.data)
     split = load_split(args, data)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -591,7 +591,7 @@ def dense_fit(X_a, X_b, settings, seed):
     from scipy.optimize import quadratic_assignment
     from sklearn.cluster import KMeans
 
-    from minivec2vec.refine import mutual_schedule  # the list of pass sizes, nothing else
+    from minivec2vec.stages.refine import mutual_schedule  # the list of pass sizes, nothing else
 
     rng = np.random.default_rng(seed)
     s = settings

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from minivec2vec import MiniVec2Vec
-from minivec2vec.protocol import evaluate_model, random_rotation, split
+from minivec2vec.evaluation.protocol import evaluate_model, random_rotation, split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WEAK = {"n_runs": 1, "n_clusters": 3, "qap_restarts": 1, "refine_iter": 0,

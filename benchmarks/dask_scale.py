@@ -14,7 +14,7 @@ per side on a 2-worker local cluster, same W as one machine).
 prints and writes one JSON record: the per-stage ``timings_`` of the fit, the transform time,
 peak RSS of the client (and of each worker), and the map W (as a .npy beside the JSON).
 
-The data come from the project's generator (``minivec2vec.synthetic.generate_pair``, the same
+The data come from the project's generator (``minivec2vec.evaluation.synthetic.generate_pair``, the same
 as ``minivec2vec generate``): ``run`` reads DIR/a/part-*.npy and DIR/b/part-*.npy.
 
 Measured (docs/distributed.md, with this benchmark's earlier private generator) with
@@ -36,7 +36,7 @@ import numpy as np
 # ------------------------------------------------------------------------------ generator
 def generate(args):
     """The project's generator (minivec2vec generate): DIR/a, DIR/b shards, true_map.npy."""
-    from minivec2vec.synthetic import generate_pair
+    from minivec2vec.evaluation.synthetic import generate_pair
     generate_pair(args.directory, args.rows, args.dim, shard_rows=args.shard_rows,
                   dtype=args.dtype, seed=args.seed)
 

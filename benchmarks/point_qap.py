@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from start_diagnostics import load, score  # noqa: E402
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 
-from minivec2vec.procrustes import procrustes  # noqa: E402
+from minivec2vec.kernels.procrustes import procrustes  # noqa: E402
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 kind = sys.argv[2] if len(sys.argv) > 2 else "linear"

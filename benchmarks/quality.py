@@ -40,7 +40,7 @@ def run_one(a, b, seed, params, pool, known_pairs=0, rows=None):
     import numpy as np
 
     from minivec2vec import MiniVec2Vec
-    from minivec2vec.protocol import evaluate_model, random_rotation, split, supervised_ceiling
+    from minivec2vec.evaluation.protocol import evaluate_model, random_rotation, split, supervised_ceiling
 
     X_a = np.load(DATA / f"{a}.npy")
     X_b = np.load(DATA / f"{b}.npy")

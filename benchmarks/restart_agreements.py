@@ -13,7 +13,7 @@ the restarts do not change them.
     python benchmarks/restart_agreements.py --pair wordllama:minilm --seeds 0-19 --rows 10000
 
 One process, single-threaded kernels by default. To see each restart, the script wraps the
-fit's private restart step (``MiniVec2Vec._initial_map``) and the scoring-sample draw: it is an
+fit's restart step (``minivec2vec.pipeline.initial_map``) and the scoring-sample draw: it is an
 instrument, not an example of the API.
 """
 from __future__ import annotations
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-import minivec2vec.model as model_module
+import minivec2vec.pipeline as pipeline_module
 from minivec2vec import MiniVec2Vec
-from minivec2vec.confidence import restart_agreement
-from minivec2vec.evaluation import evaluate
-from minivec2vec.model import centre_normalise
-from minivec2vec.protocol import random_rotation, split
+from minivec2vec.stages.confidence import restart_agreement
+from minivec2vec.evaluation.metrics import evaluate
+from minivec2vec.kernels.rows import centre_normalise
+from minivec2vec.evaluation.protocol import random_rotation, split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -42,14 +42,14 @@ class RestartRecorder:
 
     def __init__(self):
         self.maps, self.samples = [], []
-        self._initial_map = MiniVec2Vec._initial_map
-        self._scoring_sample = model_module.scoring_sample
+        self._initial_map = pipeline_module.initial_map
+        self._scoring_sample = pipeline_module.scoring_sample
 
     def __enter__(self):
         recorder = self
 
-        def initial_map(model, *args, **kwargs):
-            W, anchors = recorder._initial_map(model, *args, **kwargs)
+        def initial_map(*args, **kwargs):
+            W, anchors = recorder._initial_map(*args, **kwargs)
             recorder.maps.append(W)
             return W, anchors
 
@@ -58,13 +58,13 @@ class RestartRecorder:
             recorder.samples.append(sample)
             return sample
 
-        MiniVec2Vec._initial_map = initial_map
-        model_module.scoring_sample = scoring_sample
+        pipeline_module.initial_map = initial_map
+        pipeline_module.scoring_sample = scoring_sample
         return self
 
     def __exit__(self, *exc):
-        MiniVec2Vec._initial_map = self._initial_map
-        model_module.scoring_sample = self._scoring_sample
+        pipeline_module.initial_map = self._initial_map
+        pipeline_module.scoring_sample = self._scoring_sample
         return False
 
 

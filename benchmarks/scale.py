@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from minivec2vec import MiniVec2Vec, evaluate
-from minivec2vec.sources import open_source
+from minivec2vec.io.sources import open_source
 
 
 def _quality(model, directory):

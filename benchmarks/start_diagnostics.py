@@ -35,9 +35,9 @@ def _unit(X):
 
 
 def load(a, b, pool=8192, seed=0):
-    from minivec2vec.model import centre_normalise, column_mean
-    from minivec2vec.procrustes import procrustes
-    from minivec2vec.protocol import random_rotation, split
+    from minivec2vec.kernels.rows import centre_normalise, column_mean
+    from minivec2vec.kernels.procrustes import procrustes
+    from minivec2vec.evaluation.protocol import random_rotation, split
 
     s = split(np.load(DATA / f"{a}.npy"), np.load(DATA / f"{b}.npy"), pool=pool,
               rotate_b=random_rotation(np.load(DATA / f"{b}.npy", mmap_mode="r").shape[1],
@@ -52,7 +52,7 @@ def load(a, b, pool=8192, seed=0):
 
 def score(W, d):
     """(top-1, mean rank, agreement with W*) of a map."""
-    from minivec2vec.evaluation import evaluate
+    from minivec2vec.evaluation.metrics import evaluate
     r = evaluate(d["TA"] @ W.astype(np.float32), d["TB"])
     probe = d["TA"][:2000]
     agree = np.mean(np.sum(_unit(probe @ W.astype(np.float32))
@@ -61,7 +61,7 @@ def score(W, d):
 
 
 def basin(d, angles, n_threads):
-    from minivec2vec.refine import refine_mutual
+    from minivec2vec.stages.refine import refine_mutual
     rng = np.random.default_rng(0)
     S = rng.standard_normal((d["A"].shape[1],) * 2)
     S = S - S.T
@@ -99,8 +99,8 @@ def pca(d):
 
 
 def qap(d, n_clusters, trials):
-    from minivec2vec.anchors import centred_gram, solve_qap
-    from minivec2vec.kmeans import kmeans
+    from minivec2vec.stages.anchors import centred_gram, solve_qap
+    from minivec2vec.kernels.kmeans import kmeans
     A, B, W = d["A"], d["B"], d["Wstar"].astype(np.float32)
     rng = np.random.default_rng(0)
     for trial in range(trials):

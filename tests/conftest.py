@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minivec2vec.datasets import load_sample, sample_split
+from minivec2vec.evaluation.datasets import load_sample, sample_split
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 
@@ -114,9 +114,9 @@ def noisy_rotation_start(split, n_rows, sigma, seed=0):
 
     Returns (A, B, W_start, top1) with ``top1(W)`` the pool's top-1 of a map.
     """
-    from minivec2vec.evaluation import evaluate
-    from minivec2vec.model import centre_normalise, column_mean
-    from minivec2vec.procrustes import procrustes
+    from minivec2vec.evaluation.metrics import evaluate
+    from minivec2vec.kernels.rows import centre_normalise, column_mean
+    from minivec2vec.kernels.procrustes import procrustes
     mean_a = column_mean(split.train_a[:n_rows])
     mean_b = column_mean(split.train_b[:n_rows])
     A = centre_normalise(split.train_a[:n_rows], mean_a, "a")

@@ -1,5 +1,5 @@
 """Concurrency: transform, knn and kmeans called from 8 Python threads at once give the results
-of single-threaded calls, whatever the Numba threading layer (see _threads.py for the choice);
+of single-threaded calls, whatever the Numba threading layer (see _runtime/threads.py for the choice);
 the workqueue layer is serialised instead of aborting; a forked child gets a clear error
 instead of being killed by GNU OpenMP."""
 from __future__ import annotations
@@ -17,9 +17,9 @@ from scipy.stats import ortho_group
 
 import minivec2vec
 from minivec2vec import MiniVec2Vec, kmeans, knn
-from minivec2vec._threads import threading_layer
-from minivec2vec.kmeans import _SMALL_WORK
-from minivec2vec.knn import ENGINE
+from minivec2vec._runtime.threads import threading_layer
+from minivec2vec.kernels.kmeans import _SMALL_WORK
+from minivec2vec.kernels.knn import ENGINE
 
 N_THREADS = 8
 # children import the same minivec2vec as this process (installed, or the source tree with its
@@ -90,7 +90,7 @@ def test_transform_from_8_threads(fitted_by_hand):
 
 def test_apply_map_from_8_threads(fitted_by_hand, tmp_path):
     """Eight streams written at once, each in small chunks, equal their lone runs byte for byte."""
-    from minivec2vec.etl import apply_map
+    from minivec2vec.io.etl import apply_map
     rng = np.random.default_rng(4)
     inputs = [rng.standard_normal((2000 + 50 * i, 48)).astype(np.float32) for i in range(N_THREADS)]
     for i, X in enumerate(inputs):
@@ -106,8 +106,8 @@ CONCURRENT_FITS = """
     import os, threading, warnings, numpy as np
     from scipy.stats import ortho_group
     from minivec2vec import MiniVec2Vec
-    import minivec2vec.knn
-    minivec2vec.knn.ENGINE = ENGINE = os.environ["ENGINE"]   # the engine every kNN of the fit uses
+    import minivec2vec.kernels.knn
+    minivec2vec.kernels.knn.ENGINE = ENGINE = os.environ["ENGINE"]   # the engine every kNN of the fit uses
     rng = np.random.default_rng(5)
     X_a = rng.standard_normal((1200, 24)).astype(np.float32) * np.linspace(3, 1, 24, dtype=np.float32)
     X_b = X_a[rng.permutation(1200)] @ ortho_group.rvs(24, random_state=5).astype(np.float32)
@@ -145,7 +145,7 @@ def test_fit_from_4_threads(engine):
 OVERLAPPING_REGIONS = """
     import threading
     from threadpoolctl import ThreadpoolController
-    from minivec2vec._threads import parallel_region, single_threaded_blas
+    from minivec2vec._runtime.threads import parallel_region, single_threaded_blas
     def blas_threads():
         return sorted({i["num_threads"] for i in ThreadpoolController().info()
                        if i["user_api"] == "blas"})
@@ -180,14 +180,14 @@ def test_blas_stays_single_threaded_while_any_region_runs():
     before, inside, after = result.stdout.strip().split("] ")
     assert before == "[2" and inside == "[1"
     # and the last region to leave gives BLAS back the count found before (OpenBLAS sometimes
-    # ignores that call from the leaving thread: _threads._restore_blas_threads)
+    # ignores that call from the leaving thread: _runtime.threads._restore_blas_threads)
     assert after == "[2]", result.stdout
 
 
 FORK_DURING_A_REGION = """
     import os, threading
     from threadpoolctl import ThreadpoolController
-    from minivec2vec._threads import single_threaded_blas
+    from minivec2vec._runtime.threads import single_threaded_blas
     def blas_threads():
         return sorted({i["num_threads"] for i in ThreadpoolController().info()
                        if i["user_api"] == "blas"})
@@ -273,7 +273,7 @@ def _python(code, env_extra=None, timeout=240):
 CONCURRENT_KMEANS = """
     import threading, numpy as np
     from minivec2vec import kmeans
-    from minivec2vec._threads import threading_layer
+    from minivec2vec._runtime.threads import threading_layer
     # 40,000 x 32 x 48 multiply-adds per pass: above kmeans' one-thread cut-off (_SMALL_WORK),
     # so the parallel kernels really launch side by side
     X = np.random.default_rng(0).standard_normal((40000, 48)).astype(np.float32)
@@ -302,7 +302,7 @@ def test_concurrent_kernels_under_each_layer(layer):
 FORKED_CHILD = """
     import multiprocessing as mp, numpy as np
     from minivec2vec import kmeans, knn
-    from minivec2vec._threads import threading_layer
+    from minivec2vec._runtime.threads import threading_layer
     X = np.random.default_rng(0).standard_normal((3000, 32)).astype(np.float32)
     ref = kmeans(X, 12, random_state=1, n_threads=2)[0]
     ref_knn = knn(X[:100], X, 5)[1]

@@ -19,7 +19,7 @@ from scipy.stats import ortho_group
 
 from minivec2vec import MiniVec2Vec, MiniVec2VecError, NonFiniteError, ZeroRowError
 from minivec2vec.cli import main
-from minivec2vec.etl import apply_map
+from minivec2vec.io.etl import apply_map
 
 LIGHT = dict(n_runs=3, qap_restarts=5, refine_iter=5, transport_iter=1, refine_clusters=20,
              mutual_iter=1, random_state=0, n_threads=1)
@@ -154,7 +154,7 @@ def test_cli_refuses_zero_and_negative_counts_everywhere(cli_files, capsys, monk
 
 
 def test_cli_evaluate_passes_n_threads_to_its_knn(cli_files, capsys, monkeypatch):
-    import minivec2vec.evaluation as evaluation_module
+    import minivec2vec.evaluation.metrics as evaluation_module
     seen = []
     real = evaluation_module._knn
 
@@ -174,9 +174,9 @@ def test_cli_evaluate_passes_n_threads_to_its_knn(cli_files, capsys, monkeypatch
 def _bad_inputs(tmp):
     """(entry point, bad input) -> (call, expected MiniVec2VecError subclass, message pattern)."""
     import minivec2vec as m
-    from minivec2vec import partials
-    from minivec2vec._memory import working_budget
-    from minivec2vec.sources import open_source, scan
+    from minivec2vec.kernels import partials
+    from minivec2vec._runtime.memory import working_budget
+    from minivec2vec.io.sources import open_source, scan
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((30, 8)).astype(np.float32)
@@ -345,7 +345,7 @@ def test_parquet_refusals_are_minivec2vec_errors(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
     from minivec2vec import DtypeError, InputFileError
-    from minivec2vec.sources import open_source, scan
+    from minivec2vec.io.sources import open_source, scan
     pq.write_table(pa.table({"v": pa.array([[1.0, 2.0], [3.0]])}), tmp_path / "var.parquet")
     with pytest.raises(InputFileError, match="0 fixed-size list"):
         open_source(str(tmp_path / "var.parquet"))

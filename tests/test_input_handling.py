@@ -1,7 +1,7 @@
 """Small inputs, memory limits, output paths and input layouts.
 
 * the minimum rows rule (50 rows per anchor cluster: 1,000 per side with the defaults) and the
-  scale-down rule of every other size (minivec2vec/_sizing.py);
+  scale-down rule of every other size (minivec2vec/_runtime/sizing.py);
 * a memory_limit too small for one block fails before the first stage;
 * an unwritable output path fails before any work (save, CLI fit -o, CLI apply -o);
 * strided, read-only, float16 and float64 inputs give the results of contiguous float32 ones,
@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-import minivec2vec.model as model_module
+import minivec2vec.kernels.rows as rows_module
+import minivec2vec.pipeline as pipeline_module
 from minivec2vec import (AlignmentWarning, MemoryLimitError, MiniVec2Vec, OutputPathError,
                          TooFewRowsError, knn)
-from minivec2vec._sizing import minimum_rows, stage_settings
+from minivec2vec._runtime.sizing import minimum_rows, stage_settings
 from minivec2vec.cli import main
-from minivec2vec.protocol import Split, evaluate_model
+from minivec2vec.evaluation.protocol import Split, evaluate_model
 
 # Light settings: the mechanics, not the quality, are under test.
 LIGHT = dict(n_runs=3, qap_restarts=5, refine_iter=5, transport_iter=1, refine_clusters=20,
@@ -147,7 +148,7 @@ def test_fit_memory_limit_too_small_fails_before_the_first_stage(rotation_split,
     def must_not_run(*args, **kwargs):
         raise AssertionError("the anchor stage ran although the memory plan cannot fit")
 
-    monkeypatch.setattr(model_module, "match_anchors", must_not_run)
+    monkeypatch.setattr(pipeline_module, "match_anchors", must_not_run)
     with pytest.raises(MemoryLimitError, match=r"memory_limit=20000 bytes is too small for fit"):
         MiniVec2Vec(memory_limit=20_000, **LIGHT).fit(rotation_split.train_a[:1000],
                                                       rotation_split.train_b[:1000])
@@ -168,7 +169,7 @@ def test_fit_runs_under_a_small_but_sufficient_memory_limit(rotation_split):
 def test_refine_transport_plan_that_cannot_fit_is_refused_before_the_first_stage():
     """Refine-transport holds a transport_rows x transport_rows plan: 3,000 rows per side with
     transport_rows=3000 need 64 MB for it, which 50 MB above the fixed overhead cannot hold."""
-    from minivec2vec._memory import FIXED_OVERHEAD
+    from minivec2vec._runtime.memory import FIXED_OVERHEAD
     rng = np.random.default_rng(0)
     A = rng.standard_normal((3000, 384)).astype(np.float32)
     B = rng.standard_normal((3000, 384)).astype(np.float32)
@@ -232,7 +233,7 @@ def test_transform_of_strided_read_only_input_needs_no_copy(mapped_model, minilm
     X = np.tile(minilm, (2, 1))[:8000]
     reference = mapped_model.transform(np.ascontiguousarray(X, dtype=np.float32))
     view = strided_read_only(X, dtype)
-    monkeypatch.setattr(model_module, "_BLOCK_ROWS", 500)
+    monkeypatch.setattr(rows_module, "_BLOCK_ROWS", 500)
     out, peak = peak_bytes(lambda: mapped_model.transform(view))
     np.testing.assert_allclose(out, reference, rtol=0, atol=1e-6)
     output_bytes = out.nbytes

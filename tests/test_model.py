@@ -15,11 +15,11 @@ import pytest
 
 from conftest import assert_semi_orthogonal
 from minivec2vec import MiniVec2Vec, NotFittedError
-from minivec2vec.confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD
+from minivec2vec.stages.confidence import AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD
 from minivec2vec.exceptions import AlignmentWarning
-from minivec2vec.protocol import Split, evaluate_model
+from minivec2vec.evaluation.protocol import Split, evaluate_model
 
-model_module = importlib.import_module("minivec2vec.model")
+rows_module = importlib.import_module("minivec2vec.kernels.rows")
 
 # Threads of the default-settings fits. Results do not depend on it (see
 # test_fit_thread_invariant and the kernel tests); one thread keeps the fits fast on a busy
@@ -227,7 +227,7 @@ def test_transform_float16_equals_float32(rotation_split, rotation_model):
 def test_transform_in_blocks_equals_one_block(monkeypatch, rotation_split, rotation_model):
     X = rotation_split.test_a
     whole = rotation_model.transform(X)
-    monkeypatch.setattr(model_module, "_BLOCK_ROWS", 96)
+    monkeypatch.setattr(rows_module, "_BLOCK_ROWS", 96)
     # the GEMM of a smaller block may round differently in the last bit
     np.testing.assert_allclose(rotation_model.transform(X), whole, rtol=0, atol=1e-6)
     bad = X.astype(np.float32)
@@ -338,7 +338,7 @@ def test_inverse_transform_undoes_transform_for_an_orthogonal_map(rotation_split
 def test_inverse_transform_retrieves_like_the_forward_map(rotation_split, rotation_model):
     """B test rows mapped B -> A find their A partners about as often as A rows mapped A -> B
     find theirs (measured: both 1.000 on the rotation sample); tolerance 0.01."""
-    from minivec2vec.evaluation import evaluate
+    from minivec2vec.evaluation.metrics import evaluate
     m, s = rotation_model, rotation_split
     forward = evaluate(m.transform(s.test_a), _centred_unit(s.test_b, m.mean_b_).astype(np.float32))
     backward = evaluate(m.inverse_transform(s.test_b),
@@ -351,7 +351,7 @@ def test_inverse_transform_in_both_semi_orthogonal_shapes(semi_orthogonal_case):
     """d_a > d_b (W^T W = I): B rows land in the image of W, and the B -> A retrieval of the
     projected test rows matches the forward one. d_a < d_b (W W^T = I, the same map fitted the
     other way round): transform then inverse_transform is exact on the centred unit rows."""
-    from minivec2vec.evaluation import evaluate
+    from minivec2vec.evaluation.metrics import evaluate
     split, model = semi_orthogonal_case
     mapped = model.inverse_transform(split.test_b)
     assert mapped.shape == (1000, 384) and mapped.dtype == np.float32

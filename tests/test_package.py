@@ -45,5 +45,5 @@ def test_every_exception_and_the_warning_live_in_the_public_module():
             assert obj.__module__ == "minivec2vec.exceptions", name
             assert getattr(exceptions, name) is obj
     assert issubclass(minivec2vec.AlignmentWarning, UserWarning)
-    from minivec2vec.confidence import AlignmentWarning  # the older import path still works
+    from minivec2vec.stages.confidence import AlignmentWarning  # the older import path still works
     assert AlignmentWarning is minivec2vec.AlignmentWarning

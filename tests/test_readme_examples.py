@@ -32,7 +32,7 @@ def test_store_migration_examples_run_and_find_the_right_ids(tmp_path, monkeypat
     with contextlib.redirect_stdout(out):
         for block in blocks:
             exec(compile(block, str(README), "exec"), namespace)
-    from minivec2vec.stores.qdrant_collection import close_clients
+    from minivec2vec.io.stores.qdrant_collection import close_clients
     close_clients()
     found = dict(re.findall(r"^(\w+) top-1 ([0-9.]+)$", out.getvalue(), flags=re.M))
     assert set(found) == {"faiss", "lance", "qdrant"}, out.getvalue()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from minivec2vec import knn
-from minivec2vec.datasets import load_sample
-from minivec2vec.etl import file_sha256
+from minivec2vec.evaluation.datasets import load_sample
+from minivec2vec.io.etl import file_sha256
 
 pytestmark = pytest.mark.slow
 

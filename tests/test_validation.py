@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from minivec2vec import MiniVec2Vec, evaluate, kmeans, knn
-from minivec2vec._validation import (check_embeddings, check_finite_rows, check_positive_int,
-                                     check_random_state, parse_memory)
+from minivec2vec._runtime.validation import (check_embeddings, check_finite_rows, check_positive_int,
+                                             check_random_state, parse_memory)
 
 
 # ------------------------------------------------------------------------------------ embeddings
@@ -222,7 +222,7 @@ def test_zero_rows_are_named_when_asked():
 
 def test_row_checks_work_block_by_block():
     """The NaN and zero-row checks never build a full-size temporary: they see blocks."""
-    from minivec2vec._validation import check_rows
+    from minivec2vec._runtime.validation import check_rows
     X = np.ones((1000, 3), dtype=np.float32)
     X[999] = 0
     seen = []

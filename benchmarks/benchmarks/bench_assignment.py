@@ -1,8 +1,8 @@
-"""Refine-assignment (minivec2vec.assignment): Wasserstein-Procrustes steps with one-to-one
+"""Refine-assignment (minivec2vec.stages.assignment): Wasserstein-Procrustes steps with one-to-one
 assignments on random batches (sparse over each row's 100 best candidates, dense fallback)."""
 import numpy as np
 
-from minivec2vec.assignment import refine_assignment
+from minivec2vec.stages.assignment import refine_assignment
 
 from .common import SEED, transport_data
 
@@ -42,7 +42,7 @@ class Assign2000:
                        @ rng.standard_normal((64, 2000)).astype(np.float32))
 
     def time_assign_sparse_candidates(self):
-        from minivec2vec.assignment import _assign
+        from minivec2vec.stages.assignment import _assign
         _assign(self.scores)
 
     def time_assign_dense_scipy(self):

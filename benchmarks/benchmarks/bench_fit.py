@@ -6,7 +6,7 @@ wall time are tracked; the repeated timings use light settings that still run ev
 import time
 
 import minivec2vec
-from minivec2vec import protocol
+from minivec2vec.evaluation import protocol
 
 from .common import DEFAULT_FIT, LIGHT_FIT, fit_split
 

@@ -1,7 +1,7 @@
-"""Refine-transport (minivec2vec.transport): annealed Wasserstein-Procrustes iterations."""
+"""Refine-transport (minivec2vec.stages.transport): annealed Wasserstein-Procrustes iterations."""
 import numpy as np
 
-from minivec2vec.transport import refine_transport
+from minivec2vec.stages.transport import refine_transport
 
 from .common import SEED, transport_data
 

@@ -6,7 +6,7 @@ changed is no longer the same benchmark. To benchmark something new, add a new n
 
 Two sources:
 
-* the real sample shipped in the package (5000 rows, ``minivec2vec.datasets.load_sample``):
+* the real sample shipped in the package (5000 rows, ``minivec2vec.evaluation.datasets.load_sample``):
   always available, used by every benchmark so the suite runs anywhere, CI included;
 * ``<repo>/../shared/data`` (70000 rows per model), or the folder named by the environment
   variable ``MINIVEC2VEC_BENCH_DATA``: optional. Benchmarks parametrised on it raise
@@ -20,7 +20,7 @@ import pathlib
 
 import numpy as np
 
-from minivec2vec import datasets
+from minivec2vec.evaluation import datasets
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SHARED_DATA = pathlib.Path(os.environ.get("MINIVEC2VEC_BENCH_DATA", REPO.parent / "shared" / "data"))

@@ -4,12 +4,13 @@ Public API: :class:`MiniVec2Vec` (fit / transform / save / load; ``return_agreem
 ``restart_agreement_`` and :class:`AlignmentWarning` say without pairs whether a fit is
 doubtful; ``fit(..., known_pairs=...)`` starts from a few paired items when the unpaired fit
 cannot), :func:`evaluate` and :func:`evaluate_retrieval` (recall of B queries against a mapped
-corpus; :func:`minivec2vec.report.write_report` draws it as an HTML page), and the
+corpus; :func:`minivec2vec.evaluation.report.write_report` draws it as an HTML page), and the
 kernels :func:`knn`, :func:`merge_topk`, :func:`kmeans`, :func:`procrustes`; the partial states
-of the method (:mod:`minivec2vec.partials`) and their Dask drivers :func:`dask_knn`,
+of the method (:mod:`minivec2vec.kernels.partials`) and their Dask drivers :func:`dask_knn`,
 :func:`dask_procrustes` (``fit``/``transform`` accept dask arrays; extra ``minivec2vec[dask]``).
 """
-from . import _threads  # noqa: F401  (first: selects the Numba threading layer, see there)
+# first: selects the Numba threading layer (see there)
+from ._runtime import threads as _threads  # noqa: F401
 from ._version import __version__
 from .exceptions import (AlignmentWarning, DimensionMismatchError, DtypeError, InputError,
                          InputFileError, InvalidParameterError, MapFileError, MapFileVersionError,
@@ -17,16 +18,21 @@ from .exceptions import (AlignmentWarning, DimensionMismatchError, DtypeError, I
                          NonFiniteError, NotFittedError, OutputDirectoryNotFoundError,
                          OutputPathError, ParameterTypeError, PartialStateError, PathNotFoundError,
                          ShapeError, TooFewRowsError, ZeroRowError)
-from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
-                         RETURN_THRESHOLD)
-from .evaluation import evaluate, evaluate_retrieval
-from .kmeans import kmeans
-from .knn import knn, merge_topk
+# former module paths that are also the names of functions bound below (minivec2vec.knn moved
+# to minivec2vec.kernels.knn, ...): loaded before the functions are bound, so that a later
+# ``import minivec2vec.knn`` leaves ``minivec2vec.knn`` the function, as it always was
+from . import kmeans as _, knn as _, procrustes as _  # noqa: F401,F811,E402
+del _
+from .stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
+                                RETURN_THRESHOLD)
+from .evaluation.metrics import evaluate, evaluate_retrieval
+from .kernels.kmeans import kmeans
+from .kernels.knn import knn, merge_topk
 from .model import MIN_KNOWN_PAIRS, MiniVec2Vec
-from .partials import (ProcrustesPartial, finalize_procrustes, merge_procrustes_partials,
-                       partial_means, procrustes_partial, topk_partial)
-from .procrustes import neighbour_cross_covariance, procrustes
-from ._dask import dask_knn, dask_procrustes
+from .kernels.partials import (ProcrustesPartial, finalize_procrustes, merge_procrustes_partials,
+                               partial_means, procrustes_partial, topk_partial)
+from .kernels.procrustes import neighbour_cross_covariance, procrustes
+from .distributed.dask import dask_knn, dask_procrustes
 
 __all__ = ["__version__", "MiniVec2Vec", "NotFittedError", "MapFileError", "AlignmentWarning",
            "CONFIDENCE_THRESHOLD", "AGREEMENT_THRESHOLD", "KNOWN_PAIRS_THRESHOLD",

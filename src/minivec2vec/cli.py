@@ -66,12 +66,12 @@ def _model_params(args):
 
 
 def _cmd_fit(args):
-    from ._validation import check_output_path
-    from .confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
-                             RETURN_THRESHOLD)
+    from ._runtime.validation import check_output_path
+    from .stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
+                                    RETURN_THRESHOLD)
     from .model import MiniVec2Vec
     check_output_path(args.output, "output")   # before a fit of minutes, not after
-    from .sources import open_source
+    from .io.sources import open_source
     X_a = open_source(args.a, "A", column=args.column)
     X_b = open_source(args.b, "B", column=args.column)
     known_pairs = None
@@ -102,10 +102,10 @@ def _cmd_fit(args):
 
 
 def _cmd_apply(args):
-    from ._validation import check_output_path
-    from .etl import apply_map
+    from ._runtime.validation import check_output_path
+    from .io.etl import apply_map
     from .model import MiniVec2Vec
-    from .stores import parse
+    from .io.stores import parse
     if parse(args.output) is None:     # a store's writer checks its own target
         check_output_path(args.output, "output")
     model = MiniVec2Vec.load(args.map)
@@ -123,7 +123,7 @@ def _cmd_apply(args):
 
 
 def _cmd_generate(args):
-    from .synthetic import generate_pair
+    from .evaluation.synthetic import generate_pair
     t0 = time.perf_counter()
     paths = generate_pair(args.directory, args.rows, args.dim, n_rows_b=args.rows_b,
                           n_clusters=args.clusters, noise=args.noise,
@@ -149,8 +149,8 @@ def _json_safe(payload):
 
 
 def _cmd_evaluate(args):
-    from .evaluation import (check_retrieval_plan, evaluate_retrieval, open_test_sets,
-                             read_test_sets)
+    from .evaluation.metrics import (check_retrieval_plan, evaluate_retrieval, open_test_sets,
+                                     read_test_sets)
     from .model import MiniVec2Vec
     model = MiniVec2Vec.load(args.map)
     sources = open_test_sets(model, args.a, args.b, queries=args.queries, column=args.column)
@@ -186,7 +186,7 @@ def _retrieval_table(result):
 
 
 def _cmd_report(args):
-    from .report import write_report
+    from .evaluation.report import write_report
     result = write_report(args.map, args.a, args.b, args.output, force=args.force,
                           queries=args.queries, relevant=args.qrels, ks=args.k, pool=args.pool,
                           column=args.column, n_threads=args.n_threads)
@@ -204,7 +204,7 @@ DEMO_KNOWN_PAIRS = 100
 
 def _demo_retrieval(model, s, n_threads):
     """The demo's retrieval line: B test rows as queries against the mapped A test rows."""
-    from .evaluation import evaluate_retrieval
+    from .evaluation.metrics import evaluate_retrieval
     corpus = np.asarray(s.test_b, dtype=np.float32) - model.mean_b_.astype(np.float32)
     got = evaluate_retrieval(model.transform(s.test_a), corpus, ks=(1, 10), pool=None,
                              n_threads=n_threads)
@@ -214,9 +214,9 @@ def _demo_retrieval(model, s, n_threads):
 
 
 def _cmd_demo(args):
-    from .datasets import load_sample_texts, sample_split
+    from .evaluation.datasets import load_sample_texts, sample_split
     from .model import MiniVec2Vec
-    from .protocol import evaluate_model, supervised_ceiling
+    from .evaluation.protocol import evaluate_model, supervised_ceiling
     print("minivec2vec demo: the shipped sample of WordNet glosses (5000 rows), protocol split "
           "(last 1000 rows = paired test pool, disjoint halves of the rest train A and B), "
           "B's coordinates randomly rotated.", flush=True)

@@ -1,40 +1,28 @@
-"""The driver: MiniVec2Vec validates, prepares the data, runs the stages and holds the map."""
+"""The estimator: MiniVec2Vec checks its parameters, reads and samples the inputs, hands the rows
+to the pipeline (:mod:`minivec2vec.pipeline`), and holds, applies, saves and loads the map."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import dataclasses
-import logging
-import sys
 import time
 import warnings
 
 import numpy as np
 
-from . import _core, _mapfile
+from . import pipeline
+from .distributed import is_dask_array
 from .exceptions import (AlignmentWarning, DimensionMismatchError, InvalidParameterError,
-                         MapFileError, NotFittedError, ZeroRowError)
-from ._memory import chunk_rows, plan_fit, working_budget
-from ._sizing import check_enough_rows, stage_settings
-from ._threads import resolve_n_threads, single_threaded_blas
-from ._validation import (check_known_pairs, check_positive_int, check_random_state,
-                          check_rows)
-from .anchors import Anchors, match_anchors
-from .partials import partial_means, procrustes_partial
-from .confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, RETURN_MIN_ROWS,
-                         RETURN_PASSES, RETURN_THRESHOLD, alignment_confidence, doubtful,
-                         known_pairs_top1, restart_agreement, return_agreement,
-                         scoring_sample)
-from .procrustes import procrustes
-from .pseudo_pairs import pseudo_pair_cross_covariance
-from .refine import refine_clusters, refine_matching, refine_mutual
-from .assignment import refine_assignment
-from .transport import refine_transport
-from .sources import ArraySource, open_source, scan
+                         MapFileError, NotFittedError)
+from .io import mapfile as _mapfile
+from .io.sources import ArraySource, open_source, scan
+from .kernels.rows import centre_normalise, map_rows, mean_centred_norm, sample_indices
+# the row helpers other engines imported from here before they moved to kernels.rows
+from .kernels.rows import column_mean, sample_rows  # noqa: F401
+from ._runtime.memory import chunk_rows, plan_fit, working_budget
+from ._runtime.progress import logger, progress_bar, stage_log_to_stderr
+from ._runtime.sizing import check_enough_rows, stage_settings
+from ._runtime.threads import resolve_n_threads, single_threaded_blas
+from ._runtime.validation import check_known_pairs, check_positive_int, check_random_state
+from .stages.confidence import doubtful
 
-logger = logging.getLogger("minivec2vec")
-
-_BLOCK_ROWS = 65536
 
 # fewer known pairs than this cannot start a fit on real data (10 failed on both pairs tried)
 MIN_KNOWN_PAIRS = 10
@@ -70,7 +58,7 @@ class MiniVec2Vec:
         Iterations of refine-transport (annealed Wasserstein-Procrustes, not in the paper), run
         after refine-1 of every restart on small inputs only (see ``transport_rows``); 0 skips
         it. On 1,000 rows per side it completes the partial maps the nearest-neighbour
-        refinements stop at (see :mod:`minivec2vec.transport`).
+        refinements stop at (see :mod:`minivec2vec.stages.transport`).
     transport_rows : int, default 1500
         Refine-transport runs when the smaller side has at most this many rows, on all of
         them; each of its iterations holds a ``transport_rows`` x ``transport_rows`` float32
@@ -79,7 +67,7 @@ class MiniVec2Vec:
         Steps of refine-assignment (Wasserstein-Procrustes with exact one-to-one assignments
         on random batches, not in the paper), run after refine-1 of every restart on inputs
         of at least 10,000 rows per side; 0 skips it. It climbs from starts too weak for the
-        nearest-neighbour refinements (see :mod:`minivec2vec.assignment`).
+        nearest-neighbour refinements (see :mod:`minivec2vec.stages.assignment`).
     assignment_rows : int, default 2000
         Rows per side of each refine-assignment batch (two batches per step); each batch holds
         an ``assignment_rows`` x ``assignment_rows`` score matrix. Below ~2,000 the batches
@@ -108,10 +96,10 @@ class MiniVec2Vec:
     memory_limit : int or str or None
         Bound on the process's memory (bytes or e.g. "2GB"): the reading blocks, the kNN tiles
         and the stage arrays are planned from it, 300 MB of it being reserved for Python and the
-        libraries (see ``_memory.py``). Too small a limit raises MemoryError before any work.
+        libraries (see ``_runtime/memory.py``). Too small a limit raises MemoryError before any work.
     fit_sample : int, default 100000
         Rows per side the stages work on. X_a and X_b may be arrays, dask arrays or anything
-        :func:`minivec2vec.sources.open_source` accepts (.npy files, shard directories or
+        :func:`minivec2vec.io.sources.open_source` accepts (.npy files, shard directories or
         lists, Parquet). ``fit_sample`` rows per side are drawn uniformly without replacement
         (the first use of ``random_state``, A then B); then each input is read ONCE, block by
         block, to check every row for NaN/Inf and all-zero rows, compute the mean of all rows
@@ -137,7 +125,7 @@ class MiniVec2Vec:
         each with its own seed derived from ``random_state``. Each restart's map is scored
         (``restart_confidences_``) and, from ``RETURN_MIN_ROWS`` = 30,000 rows per side,
         checked (``restart_returns_``: does the refinement come back to it once it is turned
-        far away? see :mod:`minivec2vec.confidence`); the best-scoring map among those that
+        far away? see :mod:`minivec2vec.stages.confidence`); the best-scoring map among those that
         pass (else among all) goes on to the later stages.
         Two or more also give ``restart_agreement_`` (how closely another restart confirms
         the kept map).
@@ -282,12 +270,12 @@ class MiniVec2Vec:
             ``known_pairs_top1_`` then checks the fit on them, held out.
         """
         self._check_params()
-        with single_threaded_blas(), _stage_log_to_stderr(self.verbose):
+        with single_threaded_blas(), stage_log_to_stderr(self.verbose):
             return self._fit(X_a, X_b, known_pairs)
 
     def _fit(self, X_a, X_b, known_pairs=None):
         if is_dask_array(X_a) or is_dask_array(X_b):
-            from . import _dask
+            from .distributed import dask as _dask
             rng = check_random_state(self.random_state)
             t_start = time.perf_counter()
             known_pairs = check_known_pairs(known_pairs, X_a.shape[1], X_b.shape[1],
@@ -295,9 +283,9 @@ class MiniVec2Vec:
             rows_a, rows_b, mean_a, mean_b = _dask.read_and_sample(
                 X_a, X_b, self.fit_sample, rng,
                 lambda n_a, n_b: check_enough_rows(n_a, n_b, self.n_clusters, self.fit_sample))
-            return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
-                                  seconds_reading=time.perf_counter() - t_start,
-                                  known_pairs=known_pairs)
+            return self._fit_sample(rows_a, rows_b, mean_a, mean_b, rng,
+                                    seconds_reading=time.perf_counter() - t_start,
+                                    known_pairs=known_pairs)
         source_a = open_source(X_a, "X_a")
         source_b = open_source(X_b, "X_b")
         known_pairs = check_known_pairs(known_pairs, source_a.n_features, source_b.n_features,
@@ -314,7 +302,7 @@ class MiniVec2Vec:
                     "drawn)", source_a.n_rows, source_a.n_features, source_b.n_rows,
                     source_b.n_features, self.fit_sample)
         gathered = []
-        bar = _progress_bar("read_and_sample", source_a.n_rows + source_b.n_rows, unit="rows")
+        bar = progress_bar("read_and_sample", source_a.n_rows + source_b.n_rows, unit="rows")
         try:
             for source, name in ((source_a, "scan_rows_a"), (source_b, "scan_rows_b")):
                 chosen = sample_indices(source.n_rows, self.fit_sample, rng)
@@ -330,9 +318,9 @@ class MiniVec2Vec:
         (mean_a, rows_a, fresh_a), (mean_b, rows_b, fresh_b) = gathered
         # after the NaN check (a bad row is the more useful message); too few rows to matter
         check_enough_rows(source_a.n_rows, source_b.n_rows, self.n_clusters, self.fit_sample)
-        return self._fit_rows(rows_a, rows_b, mean_a, mean_b, rng,
-                              seconds_reading=time.perf_counter() - t_start,
-                              rows_are_scratch=fresh_a and fresh_b, known_pairs=known_pairs)
+        return self._fit_sample(rows_a, rows_b, mean_a, mean_b, rng,
+                                seconds_reading=time.perf_counter() - t_start,
+                                rows_are_scratch=fresh_a and fresh_b, known_pairs=known_pairs)
 
     def _memory_plan(self, n_a, n_b, d_a, d_b, itemsize_a, itemsize_b, sample_copies=1,
                      sizes=None):
@@ -343,15 +331,33 @@ class MiniVec2Vec:
                         itemsize_a=itemsize_a, itemsize_b=itemsize_b,
                         params={**self.get_params(), **sizes}, sample_copies=sample_copies)
 
-    def _fit_rows(self, X_a, X_b, mean_a, mean_b, rng, seconds_reading=0.0,
-                  rows_are_scratch=False, known_pairs=None):
-        """Run every stage on the (sampled) rows X_a, X_b, centred with the means of ALL rows.
+    def fit_from_sample(self, X_a, X_b, mean_a, mean_b, rng=None, *, seconds_reading=0.0,
+                        rows_are_scratch=False, known_pairs=None):
+        """Run every stage on rows already drawn: X_a, X_b (the sampled rows, at most
+        ``fit_sample`` per side), centred with ``mean_a``, ``mean_b`` (the column means of ALL
+        rows). For input adapters and other engines (Dask, Spark, a loop over files) that
+        compute the means and draw the rows themselves; ``fit`` calls the same code.
 
-        Input adapters (files, shards, Dask) compute the means and draw the rows, then call this.
-        ``rows_are_scratch=True`` lets float32 rows be centred and normalised in place (the
-        caller hands them over), which halves the resident memory of the fit.
-        ``known_pairs`` (validated) replace the restarts' search for a starting map.
+        rng : the ``numpy.random.Generator`` that drew the rows, whose stream the stages
+            continue (default: a new one from ``random_state``). To reproduce ``fit`` exactly,
+            draw the rows with :func:`minivec2vec.kernels.rows.sample_rows` from
+            ``np.random.default_rng(random_state)``, A then B, and pass that generator.
+        seconds_reading : time the caller spent reading (``timings_["read_and_sample"]``)
+        rows_are_scratch : True lets float32 C-contiguous writable rows be centred and
+            normalised in place (the caller hands them over), which halves the resident memory
+        known_pairs : as in :meth:`fit`
         """
+        self._check_params()
+        rng = check_random_state(self.random_state) if rng is None else rng
+        known_pairs = check_known_pairs(known_pairs, X_a.shape[1], X_b.shape[1], MIN_KNOWN_PAIRS)
+        with single_threaded_blas(), stage_log_to_stderr(self.verbose):
+            return self._fit_sample(X_a, X_b, mean_a, mean_b, rng, seconds_reading,
+                                    rows_are_scratch, known_pairs, warn_stacklevel=3)
+
+    def _fit_sample(self, X_a, X_b, mean_a, mean_b, rng, seconds_reading=0.0,
+                    rows_are_scratch=False, known_pairs=None, warn_stacklevel=4):
+        """:meth:`fit_from_sample` with validated ``known_pairs``, inside the fit's thread and
+        log settings; ``warn_stacklevel`` points an AlignmentWarning at the user's call."""
         n_threads = resolve_n_threads(self.n_threads)
         check_enough_rows(X_a.shape[0], X_b.shape[0], self.n_clusters, self.fit_sample)
         sizes = stage_settings(self.get_params(), X_a.shape[0], X_b.shape[0])
@@ -368,51 +374,30 @@ class MiniVec2Vec:
 
         self.mean_a_ = np.asarray(mean_a, dtype=np.float64)
         self.mean_b_ = np.asarray(mean_b, dtype=np.float64)
-        self.scale_a_ = float(_mean_centred_norm(X_a, self.mean_a_))
-        self.scale_b_ = float(_mean_centred_norm(X_b, self.mean_b_))
+        self.scale_a_ = float(mean_centred_norm(X_a, self.mean_a_))
+        self.scale_b_ = float(mean_centred_norm(X_b, self.mean_b_))
         A = centre_normalise(X_a, self.mean_a_, "X_a", out=X_a if in_place else None)
         B = centre_normalise(X_b, self.mean_b_, "X_b", out=X_b if in_place else None)
 
-        if known_pairs is None:
-            search = self._search_restarts(A, B, rng, n_threads, sizes, plan, timings)
-            W, anchors, rng, sample = search.W, search.anchors, search.rng, search.sample
-        else:
-            with _stage(timings, "known_pairs", f"{known_pairs[0].shape[0]} pairs"):
-                K_a = centre_normalise(known_pairs[0], self.mean_a_, "known_pairs[0]")
-                K_b = centre_normalise(known_pairs[1], self.mean_b_, "known_pairs[1]")
-                known_cross_covariance = K_a.T.astype(np.float64) @ K_b.astype(np.float64)
-                W = procrustes(known_cross_covariance)
-            anchors = Anchors(np.empty((0, A.shape[1]), np.float32),
-                              np.empty((0, B.shape[1]), np.float32), np.empty(0))
-            search, sample = _RestartSearch(), None
-
-        W = self._refine(W, A, B, rng, n_threads, sizes, plan, timings,
-                         None if known_pairs is None else known_cross_covariance)
-        if known_pairs is not None:
-            with _stage(timings, "known_pairs_check", "two held-out halves"):
-                self.known_pairs_top1_ = self._cross_check(K_a, K_b, A, B, rng, n_threads,
-                                                           sizes, plan)
-        else:
-            self.known_pairs_top1_ = float("nan")
-
-        with _stage(timings, "confidence", "the unpaired self-check"):
-            if sample is None:
-                sample = scoring_sample(A, B, sample_size=self.confidence_sample,
-                                        csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
-            self.confidence_ = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
-        self.restart_confidences_ = np.asarray(search.confidences, dtype=np.float64)
-        self.restart_returns_ = np.asarray(search.returns, dtype=np.float64)
-        self.restart_agreement_ = search.agreement
-        self.return_agreement_ = search.kept_return
+        settings = pipeline.FitSettings.from_params(self.get_params(), n_threads, sizes, plan)
+        found = pipeline.run(A, B, self.mean_a_, self.mean_b_, rng, settings, timings,
+                             known_pairs)
+        self.known_pairs_top1_ = found.known_pairs_top1
+        self.confidence_ = found.confidence
+        self.restart_confidences_ = np.asarray(found.restart_confidences, dtype=np.float64)
+        self.restart_returns_ = np.asarray(found.restart_returns, dtype=np.float64)
+        self.restart_agreement_ = found.restart_agreement
+        self.return_agreement_ = found.return_agreement
         reason = doubtful(self.confidence_, self.restart_agreement_, self.known_pairs_top1_,
                           self.return_agreement_)
         if reason:
-            warnings.warn(f"the alignment is doubtful: {reason}", AlignmentWarning, stacklevel=4)
+            warnings.warn(f"the alignment is doubtful: {reason}", AlignmentWarning,
+                          stacklevel=warn_stacklevel)
 
-        self.W_ = np.ascontiguousarray(W, dtype=np.float64)
-        self.anchors_a_ = anchors.anchors_a
-        self.anchors_b_ = anchors.anchors_b
-        self.anchor_scores_ = anchors.run_scores
+        self.W_ = np.ascontiguousarray(found.W, dtype=np.float64)
+        self.anchors_a_ = found.anchors.anchors_a
+        self.anchors_b_ = found.anchors.anchors_b
+        self.anchor_scores_ = found.anchors.run_scores
         self.n_features_a_ = X_a.shape[1]
         self.n_features_b_ = X_b.shape[1]
         self.stage_settings_ = sizes
@@ -421,144 +406,6 @@ class MiniVec2Vec:
         logger.info("fit done in %.1f s (%s)", timings["total"],
                     ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total"))
         return self
-
-    def _refine(self, W, A, B, rng, n_threads, sizes, plan, timings,
-                known_cross_covariance=None):
-        """The stages after the starting map: refine-2, then refine-mutual. A fit started from
-        known pairs (their ``known_cross_covariance``) runs refine-mutual alone, the pairs
-        weighted into every pass."""
-        seeded = known_cross_covariance is not None
-        prior = self.known_pairs_weight * known_cross_covariance if seeded else None
-        with _stage(timings, "refine_clusters", f"{sizes['refine_clusters']} clusters"):
-            if sizes["refine_clusters"] and not seeded:
-                W = refine_clusters(W, A, B, n_clusters=sizes["refine_clusters"],
-                                    alpha=self.alpha, reproject=self.reproject, rng=rng,
-                                    n_threads=n_threads)
-        with _stage(timings, "refine_mutual",
-                    f"{self.mutual_iter} passes, {sizes['mutual_sample']} -> "
-                    f"{sizes['mutual_final_sample']} rows per side",
-                    steps=self.mutual_iter) as on_step:
-            W = refine_mutual(W, A, B, n_iter=self.mutual_iter,
-                              sample_size=sizes["mutual_sample"],
-                              final_sample_size=sizes["mutual_final_sample"],
-                              csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads,
-                              memory_limit=plan["knn_mutual"], prior_cross_covariance=prior,
-                              on_step=on_step)
-        return W
-
-    def _cross_check(self, K_a, K_b, A, B, rng, n_threads, sizes, plan):
-        """``known_pairs_top1_``: the known pairs cut in two halves (seeded); the fit after the
-        start runs from each half's Procrustes map (with that half only) and is scored on
-        the OTHER half, its A rows retrieved among its B rows and KNOWN_PAIRS_DISTRACTORS
-        unpaired B rows; the mean of the two (see :mod:`minivec2vec.confidence`)."""
-        order = rng.permutation(K_a.shape[0])
-        halves = np.array_split(order, 2)
-        distractors = B[np.sort(rng.choice(B.shape[0], min(KNOWN_PAIRS_DISTRACTORS, B.shape[0]),
-                                           replace=False))]
-        scores = []
-        for start_rows, held_out in (halves, halves[::-1]):
-            M = K_a[start_rows].T.astype(np.float64) @ K_b[start_rows].astype(np.float64)
-            W = self._refine(procrustes(M), A, B, rng, n_threads, sizes, plan, {}, M)
-            scores.append(known_pairs_top1(W, K_a[held_out], K_b[held_out], distractors))
-        return float(np.mean(scores))
-
-    def _search_restarts(self, A, B, rng, n_threads, sizes, plan, timings):
-        """Stages 1-4 in ``n_restarts`` independent restarts, then up to ``extra_restarts``
-        more, one at a time, while the kept map is not confirmed (a :class:`_RestartSearch`)."""
-        seeds = rng.integers(0, 2**63 - 1, size=self.n_restarts + 1)
-        sample = scoring_sample(A, B, sample_size=self.confidence_sample,
-                                csls_k=sizes["csls_k"], rng=np.random.default_rng(seeds[0]),
-                                n_threads=n_threads)
-        restarts = []                   # (W, anchors, rng) of each restart, in order
-        confidences, returns = [], []
-        # the return check is calibrated at full size only: on small inputs good maps have
-        # narrow basins too (see confidence.py), and the restart agreement decides alone
-        check_returns = min(A.shape[0], B.shape[0]) >= RETURN_MIN_ROWS
-
-        def check_refine(W, check_rng, on_step):
-            # the return check's refinement: the first passes of refine-mutual's schedule
-            return refine_mutual(W, A, B, n_iter=RETURN_PASSES, sample_size=sizes["mutual_sample"],
-                                 final_sample_size=min(2 * sizes["mutual_sample"],
-                                                       sizes["mutual_final_sample"]),
-                                 csls_k=sizes["csls_k"], rng=check_rng, n_threads=n_threads,
-                                 memory_limit=plan["knn_mutual"], on_step=on_step)
-
-        def run_restart(restart_rng):
-            number = len(restarts) + 1
-            logger.info("restart %d: started", number)
-            W, anchors = self._initial_map(A, B, restart_rng, n_threads, sizes, plan, timings)
-            restarts.append((W, anchors, restart_rng))
-            confidences.append(alignment_confidence(W, sample, sizes["csls_k"], n_threads))
-            logger.info("restart %d: confidence %.3f", number, confidences[-1])
-            if check_returns:
-                with _stage(timings, "return_check", f"2 x {RETURN_PASSES} refine-mutual "
-                            "passes", steps=2 * RETURN_PASSES) as on_step:
-                    returns.append(return_agreement(
-                        W, sample.rows_a, lambda W0, g: check_refine(W0, g, on_step),
-                        restart_rng))
-                logger.info("restart %d: return agreement %.3f", number, returns[-1])
-
-        def kept():
-            # the best-scoring confirmed restart, else the best-scoring one (first of equals)
-            confirmed = [i for i, r in enumerate(returns) if r >= RETURN_THRESHOLD]
-            candidates = confirmed or range(len(restarts))
-            return max(candidates, key=lambda i: (confidences[i], -i))
-
-        def kept_agreement():           # how closely another restart confirms the kept map
-            return restart_agreement([W for W, _, _ in restarts], sample.rows_a, kept=kept())
-
-        def confirmed():
-            return ((check_returns and returns[kept()] >= RETURN_THRESHOLD)
-                    or (len(restarts) > 1 and kept_agreement() >= AGREEMENT_THRESHOLD))
-
-        for seed in seeds[1:]:
-            run_restart(np.random.default_rng(seed))
-        # the kept map not confirmed: more chances, one at a time until it is
-        for seed in rng.integers(0, 2**63 - 1, size=self.extra_restarts):
-            if confirmed():
-                break
-            logger.info("the kept map is not confirmed: one more restart")
-            run_restart(np.random.default_rng(seed))
-        W, anchors, restart_rng = restarts[kept()]
-        return _RestartSearch(W, anchors, restart_rng, sample, confidences, returns,
-                              kept_agreement(),
-                              returns[kept()] if check_returns else float("nan"))
-
-    def _initial_map(self, A, B, rng, n_threads, sizes, plan, timings):
-        """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1, then refine-transport on
-        small inputs or refine-assignment on large ones): one restart."""
-        with _stage(timings, "anchors", f"{self.n_runs} runs of k-means with "
-                    f"{sizes['n_clusters']} clusters on {sizes['anchor_sample']} rows per side",
-                    steps=self.n_runs) as on_step:
-            anchors = match_anchors(A, B, n_runs=self.n_runs, n_clusters=sizes["n_clusters"],
-                                    sample_size=sizes["anchor_sample"],
-                                    qap_restarts=self.qap_restarts, rng=rng, n_threads=n_threads,
-                                    on_step=on_step)
-        with _stage(timings, "pseudo_pairs", f"{A.shape[0]} + {B.shape[0]} rows"):
-            M = pseudo_pair_cross_covariance(A, B, anchors.anchors_a, anchors.anchors_b,
-                                             sizes["n_neighbors"], n_threads,
-                                             plan["knn_pseudo_pairs"])
-            W = procrustes(M)
-        with _stage(timings, "refine_matching",
-                    f"{self.refine_iter} steps of {sizes['refine_sample']} rows",
-                    steps=self.refine_iter) as on_step:
-            W = refine_matching(W, A, B, n_iter=self.refine_iter,
-                                sample_size=sizes["refine_sample"],
-                                n_neighbors=sizes["refine_neighbors"], alpha=self.alpha,
-                                reproject=self.reproject, rng=rng, n_threads=n_threads,
-                                memory_limit=plan["knn_refine"], on_step=on_step)
-        with _stage(timings, "refine_transport", f"{sizes['transport_iter']} steps",
-                    steps=sizes["transport_iter"]) as on_step:
-            W = refine_transport(W, A, B, n_iter=sizes["transport_iter"],
-                                 sample_size=self.transport_rows, rng=rng, n_threads=n_threads,
-                                 on_step=on_step)
-        with _stage(timings, "refine_assignment", f"{sizes['assignment_iter']} steps of "
-                    f"{sizes['assignment_rows']}-row batches",
-                    steps=sizes["assignment_iter"]) as on_step:
-            W = refine_assignment(W, A, B, n_iter=sizes["assignment_iter"],
-                                  sample_size=sizes["assignment_rows"], rng=rng,
-                                  n_threads=n_threads, on_step=on_step)
-        return W, anchors
 
     # ------------------------------------------------------------------ transform
     def _check_fitted(self):
@@ -572,9 +419,9 @@ class MiniVec2Vec:
         unit-scale rows in B's centred frame; with ``add_mean=True`` it is rescaled to the mean
         norm of B's centred training rows and B's training mean is added back, so it can sit next
         to raw B vectors. Returns float32 of shape (n, d_b). X may be an array or anything
-        :func:`minivec2vec.sources.open_source` accepts; it is read block by block, the block
+        :func:`minivec2vec.io.sources.open_source` accepts; it is read block by block, the block
         size planned from ``memory_limit`` (which must also hold the result: to map more rows
-        than fit in memory, stream them to a file with :func:`minivec2vec.etl.apply_map`).
+        than fit in memory, stream them to a file with :func:`minivec2vec.io.etl.apply_map`).
         """
         return self._map(X, add_mean, memory_limit, inverse=False)
 
@@ -603,7 +450,7 @@ class MiniVec2Vec:
     def _map(self, X, add_mean, memory_limit, inverse):
         self._check_mappable(add_mean, inverse)
         if is_dask_array(X):
-            from . import _dask
+            from .distributed import dask as _dask
             return _dask.transform(self, X, add_mean, inverse=inverse)
         source = open_source(X, "X")
         self._check_input_features(source, inverse)
@@ -732,93 +579,6 @@ class MiniVec2Vec:
         return model
 
 
-@dataclasses.dataclass
-class _RestartSearch:
-    """What the restarts found: the kept restart's map, anchors and generator, the scoring
-    sample, every restart's confidence and return agreement, and the kept map's restart
-    agreement and return agreement (empty / NaN / None for a fit started from known pairs)."""
-    W: np.ndarray = None
-    anchors: Anchors = None
-    rng: np.random.Generator = None
-    sample: object = None
-    confidences: list = dataclasses.field(default_factory=list)
-    returns: list = dataclasses.field(default_factory=list)
-    agreement: float = float("nan")
-    kept_return: float = float("nan")
-
-
-# True inside a verbose fit: stages with a count of steps show a progress bar on stderr
-_SHOW_BARS = contextvars.ContextVar("minivec2vec_show_bars", default=False)
-
-
-def _no_step(n=1):
-    pass
-
-
-@contextlib.contextmanager
-def _stage(timings, name, what="", steps=None):
-    """Time one stage into ``timings[name]`` (summed over restarts) and log its start and end
-    on the ``minivec2vec`` logger. Yields the callable the stage calls after each of its
-    ``steps``: in a verbose fit it advances a progress bar on stderr, otherwise it does
-    nothing."""
-    logger.info("%s: started%s", name, f" ({what})" if what else "")
-    bar = _progress_bar(name, steps)
-    t = time.perf_counter()
-    try:
-        yield _no_step if bar is None else bar.update
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t
-    timings[name] = timings.get(name, 0.0) + seconds
-    logger.info("%s: done in %.1f s", name, seconds)
-
-
-def _progress_bar(name, total, unit="step"):
-    """A tqdm bar on stderr for a stage of ``total`` steps in a verbose fit, else None. It is
-    cleared when the stage ends, so the log keeps one line per stage start and end."""
-    if not total or not _SHOW_BARS.get():
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=f"  {name}", unit=unit, unit_scale=unit == "rows",
-                file=sys.stderr, leave=False, dynamic_ncols=True)
-
-
-class _ElapsedFilter(logging.Filter):
-    def __init__(self):
-        super().__init__()
-        self.t0 = time.perf_counter()
-
-    def filter(self, record):
-        record.elapsed = time.perf_counter() - self.t0
-        return True
-
-
-@contextlib.contextmanager
-def _stage_log_to_stderr(verbose):
-    """With ``verbose``, show the ``minivec2vec`` logger's INFO records on stderr for the
-    duration of a fit, each with the seconds since the fit began (an application that
-    configured logging itself gets them through its own handlers instead), and progress bars
-    for the stages that count steps."""
-    if not verbose:
-        yield
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("minivec2vec [%(elapsed)7.1f s] %(message)s"))
-    handler.addFilter(_ElapsedFilter())
-    level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    bars = _SHOW_BARS.set(True)
-    try:
-        yield
-    finally:
-        _SHOW_BARS.reset(bars)
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 def _finite_or_none(value):
     return None if value is None or not np.isfinite(value) else float(value)
 
@@ -836,86 +596,17 @@ def _json_safe_params(params):
     return safe
 
 
-def sample_indices(n, n_rows, rng):
-    """All of range(n) when n <= ``n_rows`` (no draw), else ``n_rows`` sorted indices drawn
-    uniformly without replacement (in file order, so files are read forwards)."""
-    if n <= n_rows:
-        return np.arange(n)
-    return np.sort(rng.choice(n, size=n_rows, replace=False))
 
 
-def sample_rows(X, n_rows, rng):
-    """X itself when it has at most ``n_rows`` rows, else the rows of :func:`sample_indices`."""
-    if X.shape[0] <= n_rows:
-        return X
-    return X[sample_indices(X.shape[0], n_rows, rng)]
 
 
-def column_mean(X):
-    """float64 column means, from the one-sided Procrustes partial of X's rows (summed in the
-    same fixed sub-blocks as :func:`minivec2vec.sources.scan`, so bit-identical to it)."""
-    return partial_means(procrustes_partial(X))[0]
 
 
-def map_rows(X, W32, mean_a, mean_b, scale_b, add_mean, row_offset=0, out=None, n_threads=1):
-    """The transform of the rows X: refuse NaN/Inf and all-zero rows, centre with mean_a,
-    L2-normalise, times W32 (float32); with ``add_mean`` rescaled by scale_b and mean_b added.
-    float32 (n, d_b), written into ``out`` when given.
-
-    The product is :func:`minivec2vec._core.rows_times`, not BLAS: each row's bytes depend on
-    that row alone, so in memory, streamed in any chunk size, resumed, on Dask or with any
-    ``n_threads``, the same row maps to the same bytes (OpenBLAS's sgemm does not promise that:
-    on AVX2 CPUs its rounding changes with the row's position in the call and the thread count)."""
-    check_rows(X, "X", finite=True, nonzero=True, row_offset=row_offset)
-    if out is None:
-        out = np.empty((X.shape[0], W32.shape[1]), dtype=np.float32)
-    W32 = np.ascontiguousarray(W32, dtype=np.float32)
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        block = centre_normalise(X[start:start + _BLOCK_ROWS], mean_a, "X",
-                                  row_offset=row_offset + start)
-        _core.rows_times(block, W32, out[start:start + _BLOCK_ROWS], n_threads)
-    if add_mean:
-        out *= np.float32(scale_b)
-        out += np.asarray(mean_b).astype(np.float32)
-    return out
 
 
-def is_dask_array(X):
-    """True for a dask.array.Array (without importing dask: none exists if it is not loaded)."""
-    dask_array = sys.modules.get("dask.array")
-    return dask_array is not None and isinstance(X, dask_array.Array)
 
 
 def _sample_dtype(dtype):
     """The sampled rows are gathered as float32 (float64 inputs stay float64, so the result
     is the same as centring the original rows)."""
     return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
-
-
-def centre_normalise(X, mean, name, row_offset=0, out=None):
-    """float32 copy of X (or ``out``, which may be X itself), centred with ``mean`` and
-    L2-normalised row by row."""
-    if out is None:
-        out = np.empty(X.shape, dtype=np.float32)
-    mean32 = mean.astype(np.float32)
-    for start in range(0, X.shape[0], _BLOCK_ROWS):
-        block = out[start:start + _BLOCK_ROWS]
-        np.subtract(X[start:start + _BLOCK_ROWS], mean32, out=block, casting="unsafe")
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-        zero = np.flatnonzero(norms <= 1e-12 * max(1.0, float(np.abs(mean32).max())))
-        if zero.size:
-            raise ZeroRowError(f"{name}: row {row_offset + start + int(zero[0])} is zero after "
-                             "centring (equal to the training mean): it has no direction to map")
-        block /= norms[:, None]
-    return out
-
-
-def _mean_centred_norm(X, mean, block_rows=8192):
-    """Mean norm of the centred rows (float64 blocks of ``block_rows``: two temporaries of
-    block_rows x d x 8 bytes, 100 MB at d = 768, small beside the fit's planned arrays)."""
-    total = 0.0
-    for start in range(0, X.shape[0], block_rows):
-        block = X[start:start + block_rows].astype(np.float64) - mean
-        total += np.sqrt(np.einsum("ij,ij->i", block, block)).sum()
-    return total / X.shape[0]
-

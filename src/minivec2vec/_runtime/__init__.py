@@ -1,0 +1,1 @@
+"""The process around the stages: threads, the memory plan, input validation, stage sizes."""
