@@ -198,7 +198,7 @@ inline float screen_threshold(float root, float bound) {
 // Exact float32 scores of the candidate rows `hits` (bit b: row col + b, bits ascending) of one
 // query, pushed into its heap; returns the heap's new root (the k-th best exact score).
 template <class Isa>
-inline float rescore_hits(uint32_t hits, int64_t col, const float *q, const PackedDatabase &db,
+__attribute__((noinline)) inline float rescore_hits(uint32_t hits, int64_t col, const float *q, const PackedDatabase &db,
                           const float *rows, int64_t ldr, int64_t offset, float *s, int64_t *ix,
                           int64_t k) {
     const int64_t n = db.n_rows, d = db.n_features;
