@@ -8,7 +8,7 @@ ext_modules = [
         "minivec2vec._core",
         sources=sorted(["csrc/bindings.cpp"]),
         include_dirs=["csrc"],
-        depends=["csrc/topk.hpp", "csrc/knn_int8.hpp", "csrc/rows_times.hpp",
+        depends=["csrc/topk.hpp", "csrc/knn_int8.hpp", "csrc/knn_int8_avx2.hpp", "csrc/rows_times.hpp",
                  "csrc/assignment.hpp"],
         cxx_std=17,
         # -ffp-contract=off: the compiler fuses no multiply-add on its own (rows_times.hpp

@@ -8,9 +8,12 @@
 Cases (real vectors from <repo>/../shared/data, float16 -> float32; the 5000-row sample shipped
 in the package when that folder is absent, with reduced sizes, which is printed):
 
-* knn: 10,000 queries x 60,000 database x 384, k = 50. minivec2vec.knn against faiss
-  IndexFlatIP, and against the GEMM alone (numpy Q @ D.T in blocks of 1024 queries, no
-  selection: the physical bound of an exact search).
+* knn: 10,000 queries x 60,000 database x 384, k = 50. minivec2vec.knn (the default engine and
+  every other engine this CPU runs) against faiss IndexFlatIP, and against the GEMM alone
+  (numpy Q @ D.T in blocks of 1024 queries, no selection: the physical bound of a float32
+  exact search). To time an AVX2-only machine on a newer CPU, run with OPENBLAS_CORETYPE=Haswell
+  FAISS_SIMD_LEVEL=AVX2 MINIVEC2VEC_KNN_ENGINE=int8-avx2 (this faiss build reads
+  FAISS_SIMD_LEVEL; FAISS_OPT_LEVEL only picks a separately built wrapper, if any).
 * kmeans: 60,000 x 384, 500 clusters. minivec2vec.kmeans against scikit-learn's
   MiniBatchKMeans with the same batch size, number of steps and k-means++ sample, and against
   scikit-learn's KMeans (Lloyd, n_init=1).
@@ -113,6 +116,11 @@ def print_environment(args):
     print(f"minivec2vec {minivec2vec.__version__} (commit {commit}{dirty}), python "
           f"{platform.python_version()}, {platform.system()} {platform.machine()}")
     print(f"CPU: {cpu}, {os.cpu_count()} logical CPUs, threads used: {args.threads}")
+    knn_module = __import__("importlib").import_module("minivec2vec.knn")
+    forced = os.environ.get(knn_module.ENGINE_VARIABLE)
+    print(f"CPU SIMD flags: {' '.join(_simd_flags()) or '?'}; kNN engines this CPU runs: "
+          f"{', '.join(knn_module.available_engines())}; default {knn_module.ENGINE!r}"
+          + (f" (forced by {knn_module.ENGINE_VARIABLE}={forced})" if forced else ""))
     # run one tiny parallel kernel so that Numba reports the threading layer it really uses
     minivec2vec.kmeans(np.eye(8, dtype=np.float32), 2, random_state=SEED, n_threads=args.threads)
     print(f"numpy {np.__version__}, scipy {scipy.__version__}, "
@@ -228,6 +236,19 @@ class Table:
 # ------------------------------------------------------------------------------------------
 # kNN
 # ------------------------------------------------------------------------------------------
+def _simd_flags():
+    """The x86 SIMD flags of /proc/cpuinfo that decide the kNN engine (empty elsewhere)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return [f for f in flags if f in ("avx2", "fma", "avx512f", "avx512bw",
+                                                  "avx512vl", "avx512_vnni", "avx_vnni")]
+    except OSError:
+        pass
+    return []
+
+
 def case_knn(args, data):
     import minivec2vec
     from threadpoolctl import threadpool_limits
@@ -262,7 +283,16 @@ def case_knn(args, data):
                   f"inner product, float32, {args.threads} threads")
     (ours_scores, ours_idx), t = timed(
         lambda: minivec2vec.knn(Q, D, k, metric="ip", n_threads=args.threads), args.repeat)
-    ours = table.add("minivec2vec.knn", t, gflops(min(t)), reference=True)
+    knn_module = __import__("importlib").import_module("minivec2vec.knn")
+    ours = table.add(f"minivec2vec.knn (engine {knn_module.ENGINE!r}, the default)", t,
+                     gflops(min(t)), reference=True)
+    for engine in knn_module.available_engines():   # every other engine this CPU runs
+        if engine == knn_module.ENGINE:
+            continue
+        (_, idx), t = timed(lambda engine=engine: minivec2vec.knn(
+            Q, D, k, metric="ip", n_threads=args.threads, engine=engine), args.repeat)
+        table.add(f"minivec2vec.knn(engine={engine!r})", t,
+                  f"{gflops(min(t))}; recall vs the default {_recall(ours_idx, idx):.5f}")
 
     if faiss is not None:
         index = faiss.IndexFlatIP(d)

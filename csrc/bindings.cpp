@@ -1,4 +1,4 @@
-// pybind11 glue for the kernels of topk.hpp, knn_int8.hpp, rows_times.hpp and
+// pybind11 glue for the kernels of topk.hpp, knn_int8.hpp, knn_int8_avx2.hpp, rows_times.hpp and
 // assignment.hpp: checks shapes, dtypes and layout with clear messages (no silent
 // copies: in-out arrays must be the caller's own buffers), then releases the GIL
 // around the work.
@@ -15,6 +15,7 @@
 
 #include "assignment.hpp"
 #include "knn_int8.hpp"
+#include "knn_int8_avx2.hpp"
 #include "rows_times.hpp"
 #include "topk.hpp"
 
@@ -136,6 +137,15 @@ int64_t row_stride(const py::array &a) {
     return a.shape(0) > 1 ? a.strides(0) / static_cast<int64_t>(a.itemsize()) : a.shape(1);
 }
 
+// The int32 accumulators hold sums of d products of at most 255 x 127: exact for d <= 65536.
+void check_int8_features(int64_t d) {
+    if (d > mv2v::int8::MAX_FEATURES) {
+        throw py::value_error("Int8Database: at most " + std::to_string(mv2v::int8::MAX_FEATURES) +
+                              " features (int32 accumulators), got " + std::to_string(d) +
+                              "; use the BLAS path");
+    }
+}
+
 std::unique_ptr<mv2v::int8::PackedDatabase> pack_int8(const py::array &rows, const py::object &bias) {
     check_matrix<float>(rows, "rows", false);
     if (rows.shape(0) > 1 && rows.strides(0) % static_cast<int64_t>(sizeof(float)) != 0) {
@@ -159,14 +169,22 @@ std::unique_ptr<mv2v::int8::PackedDatabase> pack_int8(const py::array &rows, con
     }
     auto packed = std::make_unique<mv2v::int8::PackedDatabase>();
 #if defined(MV2V_X86) && defined(__GNUC__)
-    if (!mv2v::int8::cpu_has_vnni()) {
-        throw std::runtime_error("Int8Database: this CPU has no AVX-512 VNNI; use the BLAS path");
+    const bool vnni = mv2v::int8::cpu_has_vnni();
+    if (!vnni && !mv2v::int8::cpu_has_avx2()) {
+        throw std::runtime_error("Int8Database: this CPU has neither AVX-512 VNNI nor AVX2; use "
+                                 "the BLAS path");
     }
     const float *data = static_cast<const float *>(rows.data());
     const int64_t n = rows.shape(0), d = rows.shape(1), ld = row_stride(rows);
+    check_int8_features(d);
     {
         py::gil_scoped_release release;
-        mv2v::int8::pack_database(data, ld, n, d, bias_data, *packed);
+        // both quantisers give the same codes: the packed database serves either kernel
+        if (vnni) {
+            mv2v::int8::pack_database(data, ld, n, d, bias_data, *packed);
+        } else {
+            mv2v::int8::pack_database_avx2(data, ld, n, d, bias_data, *packed);
+        }
     }
 #else
     (void)bias_data;
@@ -175,11 +193,14 @@ std::unique_ptr<mv2v::int8::PackedDatabase> pack_int8(const py::array &rows, con
     return packed;
 }
 
-void search_int8(const py::array &queries, const mv2v::int8::PackedDatabase &packed,
-                 const py::array &rows, int64_t offset, py::array &scores, py::array &indices) {
+void search_int8_with(bool avx2, const py::array &queries, const mv2v::int8::PackedDatabase &packed,
+                      const py::array &rows, int64_t offset, py::array &scores, py::array &indices) {
 #if defined(MV2V_X86) && defined(__GNUC__)
-    if (!mv2v::int8::cpu_has_vnni()) {
+    if (!avx2 && !mv2v::int8::cpu_has_vnni()) {
         throw std::runtime_error("search_int8: this CPU has no AVX-512 VNNI; use the BLAS path");
+    }
+    if (avx2 && !mv2v::int8::cpu_has_avx2()) {
+        throw std::runtime_error("search_int8_avx2: this CPU has no AVX2 + FMA; use the BLAS path");
     }
     check_matrix<float>(queries, "queries", false);
     check_matrix<float>(rows, "rows", false);
@@ -200,11 +221,25 @@ void search_int8(const py::array &queries, const mv2v::int8::PackedDatabase &pac
     int64_t *ix = static_cast<int64_t *>(indices.mutable_data());
     const int64_t ldq = row_stride(queries), ldr = row_stride(rows), k = scores.shape(1);
     py::gil_scoped_release release;
-    mv2v::int8::search_block(q, ldq, m, packed, r, ldr, offset, s, ix, k);
+    if (avx2) {
+        mv2v::int8::search_block_avx2(q, ldq, m, packed, r, ldr, offset, s, ix, k);
+    } else {
+        mv2v::int8::search_block(q, ldq, m, packed, r, ldr, offset, s, ix, k);
+    }
 #else
-    (void)queries; (void)packed; (void)rows; (void)offset; (void)scores; (void)indices;
+    (void)avx2; (void)queries; (void)packed; (void)rows; (void)offset; (void)scores; (void)indices;
     throw std::runtime_error("search_int8: not built for this CPU; use the BLAS path");
 #endif
+}
+
+void search_int8(const py::array &queries, const mv2v::int8::PackedDatabase &packed,
+                 const py::array &rows, int64_t offset, py::array &scores, py::array &indices) {
+    search_int8_with(false, queries, packed, rows, offset, scores, indices);
+}
+
+void search_int8_avx2(const py::array &queries, const mv2v::int8::PackedDatabase &packed,
+                      const py::array &rows, int64_t offset, py::array &scores, py::array &indices) {
+    search_int8_with(true, queries, packed, rows, offset, scores, indices);
 }
 
 
@@ -365,6 +400,12 @@ scores/indices: float32/int64 (n_rows, k) C-contiguous heaps, initialised to
         .def_property_readonly("nbytes", &mv2v::int8::PackedDatabase::bytes);
     m.def("has_vnni", &mv2v::int8::cpu_has_vnni,
           "True when this CPU can run search_int8 (AVX-512 VNNI).");
+    m.def("has_avx2", &mv2v::int8::cpu_has_avx2,
+          "True when this CPU (and OS) can run search_int8_avx2 (AVX2 + FMA, YMM state saved).");
+    m.def("search_int8_avx2", &search_int8_avx2, py::arg("queries"), py::arg("packed"),
+          py::arg("rows"), py::arg("offset"), py::arg("scores"), py::arg("indices"),
+          R"doc(search_int8 with an AVX2 kernel (vpmaddubsw / vpmaddwd, 7-bit query codes): the
+same arguments and the same exact top-k. Releases the GIL.)doc");
     m.def("search_int8", &search_int8, py::arg("queries"), py::arg("packed"), py::arg("rows"),
           py::arg("offset"), py::arg("scores"), py::arg("indices"),
           R"doc(Exact top-k by inner product, screened with int8 dot products (in place).

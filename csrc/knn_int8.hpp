@@ -46,6 +46,7 @@ namespace int8 {
 
 constexpr int64_t NR = 64;  // database rows per panel
 constexpr int64_t MR = 6;   // query rows per micro-kernel call
+constexpr int64_t MAX_FEATURES = 65536;  // int32 accumulators stay exact (d * 255 * 127 < 2^31)
 
 // True when this CPU (and OS) can run the VNNI kernel.
 inline bool cpu_has_vnni() {
@@ -79,10 +80,146 @@ struct PackedDatabase {
     }
 };
 
+// ---------------------------------------------------------------- shared by every int8 kernel
+// These parts hold no SIMD: each ISA's kernel passes its own row quantiser and dot product as a
+// struct of static functions (Isa::quantise(x, d, codes, levels) -> RowCode, Isa::dot(a, b, d)),
+// so the packing layout, the error bound and the exact re-scoring are written once.
+
+// What quantising one row measured: the float32 scale s actually used, |x|, the quantisation
+// error |x - s codes| and |s codes|, all in double.
+struct RowCode {
+    double scale, norm, error, code_norm;
+};
+
+// Pack rows [0, n) of a row-major float32 matrix (row stride ld floats), codes in [-127, 127].
+//   rows  IN  n x d
+//   bias  IN  n additive row scores, or nullptr
+//   out   OUT the packed database (the same layout and codes for every kernel)
+template <class Isa>
+inline void pack_database_with(const float *rows, int64_t ld, int64_t n, int64_t d,
+                               const float *bias, PackedDatabase &out) {
+    out.n_rows = n;
+    out.n_features = d;
+    out.n_groups = (d + 3) / 4;
+    out.n_panels = (n + NR - 1) / NR;
+    const int64_t panel_bytes = out.n_groups * NR * 4;
+    out.codes.assign(static_cast<size_t>(out.n_panels * panel_bytes), 0);
+    out.scale.assign(static_cast<size_t>(out.n_panels * NR), 0.0f);
+    out.shift.assign(static_cast<size_t>(out.n_panels * NR), 0);
+    out.panel_norm.assign(static_cast<size_t>(out.n_panels), 0.0f);
+    out.panel_error.assign(static_cast<size_t>(out.n_panels), 0.0f);
+    out.bias.clear();
+    out.panel_bias.clear();
+    std::vector<int8_t> row_codes(static_cast<size_t>(out.n_groups * 4), 0);
+    for (int64_t i = 0; i < n; ++i) {
+        const RowCode rc = Isa::quantise(rows + i * ld, d, row_codes.data(), 127);
+        const int64_t p = i / NR, lane = i % NR;
+        int8_t *panel = out.codes.data() + p * panel_bytes;
+        int32_t sum = 0;
+        for (int64_t g = 0; g < out.n_groups; ++g) {
+            for (int64_t t = 0; t < 4; ++t) {
+                const int8_t c = row_codes[g * 4 + t];
+                panel[(g * NR + lane) * 4 + t] = c;
+                sum += c;
+            }
+        }
+        out.scale[i] = static_cast<float>(rc.scale);
+        out.shift[i] = 128 * sum;   // even: a kernel whose queries are offset by 64 uses shift / 2
+        // bounds are rounded up so that float storage never makes them smaller
+        out.panel_norm[p] = std::max(out.panel_norm[p], static_cast<float>(rc.norm * (1.0 + 1e-6)));
+        out.panel_error[p] = std::max(out.panel_error[p], static_cast<float>(rc.error * (1.0 + 1e-6)));
+    }
+    if (bias != nullptr) {
+        // float32 additions of the bias to the approximate and to the exact score: each rounds
+        // by at most 2^-24 of a result below |bias| + |q||x|; the |q||x| part is already in the
+        // rounding margin, so the bound gains 4 * 2^-24 * max |bias| per panel.
+        out.bias.assign(static_cast<size_t>(out.n_panels * NR), 0.0f);
+        out.panel_bias.assign(static_cast<size_t>(out.n_panels), 0.0f);
+        for (int64_t i = 0; i < n; ++i) {
+            out.bias[i] = bias[i];
+            const int64_t p = i / NR;
+            out.panel_bias[p] = std::max(out.panel_bias[p],
+                                         static_cast<float>(std::fabs(static_cast<double>(bias[i])) * 0x1p-22 * (1.0 + 1e-6)));
+        }
+    }
+}
+
+// A block of queries quantised for one search: unsigned codes (code + offset; padding rows and
+// features hold `offset`, i.e. code 0) and the per-query terms of the error bound.
+struct QueryCodes {
+    int64_t m = 0, m_pad = 0, width = 0;
+    std::vector<uint8_t> codes;                          // m_pad x width
+    std::vector<float> scale, error, code_norm, margin;  // m_pad each (0 for padding rows)
+};
+
+// Quantise m query rows to codes in [-levels, levels], stored as code + offset.
+template <class Isa>
+inline void quantise_queries(const float *queries, int64_t ldq, int64_t m, int64_t d,
+                             int64_t width, int64_t mr, int levels, int offset, QueryCodes &out) {
+    out.m = m;
+    out.m_pad = (m + mr - 1) / mr * mr;
+    out.width = width;
+    const double margin = rounding_margin(d);
+    out.codes.assign(static_cast<size_t>(out.m_pad * width), static_cast<uint8_t>(offset));
+    out.scale.assign(static_cast<size_t>(out.m_pad), 0.0f);
+    out.error = out.scale;
+    out.code_norm = out.scale;
+    out.margin = out.scale;
+    std::vector<int8_t> row_codes(static_cast<size_t>(width), 0);
+    for (int64_t i = 0; i < m; ++i) {
+        const RowCode rc = Isa::quantise(queries + i * ldq, d, row_codes.data(), levels);
+        for (int64_t j = 0; j < d; ++j) {
+            out.codes[i * width + j] = static_cast<uint8_t>(row_codes[j] + offset);
+        }
+        out.scale[i] = static_cast<float>(rc.scale);
+        out.error[i] = static_cast<float>(rc.error * (1.0 + 1e-6));
+        out.code_norm[i] = static_cast<float>(rc.code_norm * (1.0 + 1e-6));
+        out.margin[i] = static_cast<float>(rc.norm * margin);
+    }
+}
+
+// The screening bound of query i against panel p:
+//   e_q |x| + |q'| e_x + (float32 rounding margin) |q| |x| + (bias rounding),
+// |x| and e_x being the panel's maxima. Every factor was rounded up when stored; their 1 + 1e-6
+// factors also cover the float32 roundings of this sum (relative 2^-24 each).
+inline float pair_bound(const QueryCodes &q, int64_t i, const PackedDatabase &db, int64_t p) {
+    const float pn = db.panel_norm[p], pe = db.panel_error[p];
+    const float pb = db.bias.empty() ? 0.0f : db.panel_bias[p];
+    return q.error[i] * pn + q.code_norm[i] * pe + q.margin[i] * pn + pb;
+}
+
+// The screen threshold: a pair can enter the heap only if its approximate score is >= this.
+// The float32 subtraction may itself round up by 2^-24 |root - bound|: the extra 2^-23 |root|
+// (with the bound's own slack for 2^-24 bound) keeps the rounded result <= root - bound.
+inline float screen_threshold(float root, float bound) {
+    return root - (bound + std::fabs(root) * 0x1p-23f);
+}
+
+// Exact float32 scores of the candidate rows `hits` (bit b: row col + b, bits ascending) of one
+// query, pushed into its heap; returns the heap's new root (the k-th best exact score).
+template <class Isa>
+__attribute__((noinline)) inline float rescore_hits(uint32_t hits, int64_t col, const float *q, const PackedDatabase &db,
+                          const float *rows, int64_t ldr, int64_t offset, float *s, int64_t *ix,
+                          int64_t k) {
+    const int64_t n = db.n_rows, d = db.n_features;
+    const bool has_bias = !db.bias.empty();
+    while (hits) {
+        const int bit = __builtin_ctz(hits);
+        hits &= hits - 1;
+        const int64_t j = col + bit;
+        if (j >= n) break;  // padding rows of the last panel (bits ascend)
+        float exact = Isa::dot(q, rows + j * ldr, d);
+        if (has_bias) exact += db.bias[j];
+        heap_push(s, ix, k, exact, offset + j);
+    }
+    return s[0];
+}
+
 #if defined(MV2V_X86) && defined(__GNUC__)
 #define MV2V_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,fma")))
 
-// Quantise one row: codes[j] = round(x[j] / s) in [-127, 127] with s = max|x| / 127 (float32).
+// Quantise one row: codes[j] = round(x[j] / s) in [-L, L] with s = max|x| / L (float32),
+// L = levels <= 127.
 //   x      IN   d floats
 //   codes  OUT  d int8
 //   returns {scale, |x|, |x - s codes|, |s codes|}
@@ -90,16 +227,13 @@ struct PackedDatabase {
 // and the float32 scale actually used: the residual x - s c is one fused multiply-add (a single
 // rounding, relative 2^-24, covered by the callers' 1 + 1e-6 factor), squares are summed in
 // double and sum(c^2) in exact integers.
-struct RowCode {
-    double scale, norm, error, code_norm;
-};
 
 // Mask of the first min(left, 16) lanes of a 16-float step.
 inline __mmask16 lanes_left(int64_t left) {
     return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
 }
 
-MV2V_VNNI inline RowCode quantise_row(const float *x, int64_t d, int8_t *codes) {
+MV2V_VNNI inline RowCode quantise_row(const float *x, int64_t d, int8_t *codes, int levels) {
     __m512 amax = _mm512_setzero_ps();
     __m512d norm2 = _mm512_setzero_pd();
     for (int64_t j = 0; j < d; j += 16) {
@@ -116,9 +250,10 @@ MV2V_VNNI inline RowCode quantise_row(const float *x, int64_t d, int8_t *codes) 
         std::memset(codes, 0, static_cast<size_t>(d));
         return rc;
     }
-    const float scale = static_cast<float>(static_cast<double>(max_abs) / 127.0);
-    const __m512 inverse = _mm512_set1_ps(static_cast<float>(127.0 / static_cast<double>(max_abs)));
-    const __m512 s = _mm512_set1_ps(scale), top = _mm512_set1_ps(127.0f), bottom = _mm512_set1_ps(-127.0f);
+    const float scale = static_cast<float>(static_cast<double>(max_abs) / levels);
+    const __m512 inverse = _mm512_set1_ps(static_cast<float>(levels / static_cast<double>(max_abs)));
+    const __m512 s = _mm512_set1_ps(scale), top = _mm512_set1_ps(static_cast<float>(levels)),
+                 bottom = _mm512_set1_ps(-static_cast<float>(levels));
     __m512d err2 = _mm512_setzero_pd();
     __m512i code2 = _mm512_setzero_si512();
     for (int64_t j = 0; j < d; j += 16) {
@@ -141,56 +276,6 @@ MV2V_VNNI inline RowCode quantise_row(const float *x, int64_t d, int8_t *codes) 
     return rc;
 }
 
-// Pack rows [0, n) of a row-major float32 matrix (row stride ld floats).
-//   rows  IN  n x d
-//   bias  IN  n additive row scores, or nullptr
-//   out   OUT the packed database
-MV2V_VNNI inline void pack_database(const float *rows, int64_t ld, int64_t n, int64_t d,
-                                    const float *bias, PackedDatabase &out) {
-    out.n_rows = n;
-    out.n_features = d;
-    out.n_groups = (d + 3) / 4;
-    out.n_panels = (n + NR - 1) / NR;
-    const int64_t panel_bytes = out.n_groups * NR * 4;
-    out.codes.assign(static_cast<size_t>(out.n_panels * panel_bytes), 0);
-    out.scale.assign(static_cast<size_t>(out.n_panels * NR), 0.0f);
-    out.shift.assign(static_cast<size_t>(out.n_panels * NR), 0);
-    out.panel_norm.assign(static_cast<size_t>(out.n_panels), 0.0f);
-    out.panel_error.assign(static_cast<size_t>(out.n_panels), 0.0f);
-    std::vector<int8_t> row_codes(static_cast<size_t>(out.n_groups * 4), 0);
-    for (int64_t i = 0; i < n; ++i) {
-        const RowCode rc = quantise_row(rows + i * ld, d, row_codes.data());
-        const int64_t p = i / NR, lane = i % NR;
-        int8_t *panel = out.codes.data() + p * panel_bytes;
-        int32_t sum = 0;
-        for (int64_t g = 0; g < out.n_groups; ++g) {
-            for (int64_t t = 0; t < 4; ++t) {
-                const int8_t c = row_codes[g * 4 + t];
-                panel[(g * NR + lane) * 4 + t] = c;
-                sum += c;
-            }
-        }
-        out.scale[i] = static_cast<float>(rc.scale);
-        out.shift[i] = 128 * sum;
-        // bounds are rounded up so that float storage never makes them smaller
-        out.panel_norm[p] = std::max(out.panel_norm[p], static_cast<float>(rc.norm * (1.0 + 1e-6)));
-        out.panel_error[p] = std::max(out.panel_error[p], static_cast<float>(rc.error * (1.0 + 1e-6)));
-    }
-    if (bias != nullptr) {
-        // float32 additions of the bias to the approximate and to the exact score: each rounds
-        // by at most 2^-24 of a result below |bias| + |q||x|; the |q||x| part is already in the
-        // rounding margin, so the bound gains 4 * 2^-24 * max |bias| per panel.
-        out.bias.assign(static_cast<size_t>(out.n_panels * NR), 0.0f);
-        out.panel_bias.assign(static_cast<size_t>(out.n_panels), 0.0f);
-        for (int64_t i = 0; i < n; ++i) {
-            out.bias[i] = bias[i];
-            const int64_t p = i / NR;
-            out.panel_bias[p] = std::max(out.panel_bias[p],
-                                         static_cast<float>(std::fabs(static_cast<double>(bias[i])) * 0x1p-22 * (1.0 + 1e-6)));
-        }
-    }
-}
-
 // Exact float32 dot product with a fixed summation order (independent of the caller).
 MV2V_VNNI inline float dot_f32(const float *a, const float *b, int64_t d) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
@@ -206,6 +291,19 @@ MV2V_VNNI inline float dot_f32(const float *a, const float *b, int64_t d) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+struct Vnni {
+    MV2V_VNNI static RowCode quantise(const float *x, int64_t d, int8_t *codes, int levels) {
+        return quantise_row(x, d, codes, levels);
+    }
+    MV2V_VNNI static float dot(const float *a, const float *b, int64_t d) { return dot_f32(a, b, d); }
+};
+
+// Pack rows with the AVX-512 quantiser (see pack_database_with).
+inline void pack_database(const float *rows, int64_t ld, int64_t n, int64_t d, const float *bias,
+                          PackedDatabase &out) {
+    pack_database_with<Vnni>(rows, ld, n, d, bias, out);
+}
+
 // Search a block of queries against a packed database, folding into running top-k heaps.
 //   queries   IN    m x d float32, row stride ldq (the rows the exact scores use)
 //   db        IN    the packed database of `rows`
@@ -216,33 +314,20 @@ MV2V_VNNI inline float dot_f32(const float *a, const float *b, int64_t d) {
 MV2V_VNNI inline void search_block(const float *queries, int64_t ldq, int64_t m,
                                    const PackedDatabase &db, const float *rows, int64_t ldr,
                                    int64_t offset, float *scores, int64_t *indices, int64_t k) {
-    const int64_t d = db.n_features, n_groups = db.n_groups, n = db.n_rows;
+    const int64_t d = db.n_features, n_groups = db.n_groups;
     const int64_t width = n_groups * 4;             // padded features
-    const int64_t m_pad = (m + MR - 1) / MR * MR;   // padded query rows
-    const double margin = rounding_margin(d);
 
     // Quantise the queries as unsigned codes (code + 128); padding rows and features are 128,
     // i.e. zero, and padding rows are never screened in (their threshold is +inf).
-    std::vector<uint8_t> qcodes(static_cast<size_t>(m_pad * width), 128);
-    std::vector<float> q_scale(static_cast<size_t>(m_pad), 0.0f);
-    std::vector<float> q_error(static_cast<size_t>(m_pad), 0.0f), q_code_norm(q_error), q_margin(q_error);
-    std::vector<int8_t> row_codes(static_cast<size_t>(width), 0);
-    for (int64_t i = 0; i < m; ++i) {
-        const RowCode rc = quantise_row(queries + i * ldq, d, row_codes.data());
-        for (int64_t j = 0; j < d; ++j) qcodes[i * width + j] = static_cast<uint8_t>(row_codes[j] + 128);
-        q_scale[i] = static_cast<float>(rc.scale);
-        q_error[i] = static_cast<float>(rc.error * (1.0 + 1e-6));
-        q_code_norm[i] = static_cast<float>(rc.code_norm * (1.0 + 1e-6));
-        q_margin[i] = static_cast<float>(rc.norm * margin);
-    }
+    QueryCodes qc;
+    quantise_queries<Vnni>(queries, ldq, m, d, width, MR, 127, 128, qc);
+    const int64_t m_pad = qc.m_pad;
     const int64_t panel_bytes = n_groups * NR * 4;
     const float inf = std::numeric_limits<float>::infinity();
     const bool has_bias = !db.bias.empty();
 
     for (int64_t p = 0; p < db.n_panels; ++p) {
         const int8_t *panel = db.codes.data() + p * panel_bytes;
-        const float pn = db.panel_norm[p], pe = db.panel_error[p];
-        const float pb = has_bias ? db.panel_bias[p] : 0.0f;
         for (int64_t r0 = 0; r0 < m_pad; r0 += MR) {
             // 6 x 64 int32 dot products of the unsigned query codes with the signed row codes
             __m512i acc[MR][4];
@@ -250,7 +335,7 @@ MV2V_VNNI inline void search_block(const float *queries, int64_t ldq, int64_t m,
             for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
                 for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_setzero_si512();
-            const uint8_t *a = qcodes.data() + r0 * width;
+            const uint8_t *a = qc.codes.data() + r0 * width;
             for (int64_t g = 0; g < n_groups; ++g) {
                 const int8_t *b = panel + g * NR * 4;
                 const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64),
@@ -272,8 +357,8 @@ MV2V_VNNI inline void search_block(const float *queries, int64_t ldq, int64_t m,
             for (int r = 0; r < MR; ++r) {
                 const int64_t i = r0 + r;
                 if (i >= m) { threshold[r] = inf; continue; }
-                bound[r] = q_error[i] * pn + q_code_norm[i] * pe + q_margin[i] * pn + pb;
-                threshold[r] = scores[i * k] - bound[r];   // heap root: the k-th best exact score
+                bound[r] = pair_bound(qc, i, db, p);
+                threshold[r] = screen_threshold(scores[i * k], bound[r]);   // root: k-th best
             }
 #pragma GCC unroll 4
             for (int c = 0; c < 4; ++c) {
@@ -285,24 +370,15 @@ MV2V_VNNI inline void search_block(const float *queries, int64_t ldq, int64_t m,
                 for (int r = 0; r < MR; ++r) {
                     const __m512 approx = _mm512_add_ps(_mm512_mul_ps(
                         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][c], shift)), sx),
-                        _mm512_set1_ps(q_scale[r0 + r])), bx);
-                    __mmask16 hits = _mm512_cmp_ps_mask(approx, _mm512_set1_ps(threshold[r]), _CMP_GE_OQ);
+                        _mm512_set1_ps(qc.scale[r0 + r])), bx);
+                    const __mmask16 hits = _mm512_cmp_ps_mask(approx, _mm512_set1_ps(threshold[r]), _CMP_GE_OQ);
                     if (!hits) continue;
                     // rare path: exact scores of the candidates, into the running heap
                     const int64_t i = r0 + r;
-                    float *s = scores + i * k;
-                    int64_t *ix = indices + i * k;
-                    const float *q = queries + i * ldq;
-                    while (hits) {
-                        const int bit = __builtin_ctz(hits);
-                        hits = static_cast<__mmask16>(hits & (hits - 1));
-                        const int64_t j = col + bit;
-                        if (j >= n) break;  // padding rows of the last panel (bits ascend)
-                        float exact = dot_f32(q, rows + j * ldr, d);
-                        if (has_bias) exact += db.bias[j];
-                        heap_push(s, ix, k, exact, offset + j);
-                    }
-                    threshold[r] = s[0] - bound[r];
+                    const float root = rescore_hits<Vnni>(hits, col, queries + i * ldq, db, rows,
+                                                          ldr, offset, scores + i * k,
+                                                          indices + i * k, k);
+                    threshold[r] = screen_threshold(root, bound[r]);
                 }
             }
         }

@@ -18,7 +18,8 @@ def fold_tile(tile: Float32Array, offset: int, scores: Float32Array,
     column j of the tile being global index ``offset + j``."""
 
 class Int8Database:
-    """float32 rows quantised row by row to int8 codes, packed for :func:`search_int8`."""
+    """float32 rows quantised row by row to int8 codes, packed for :func:`search_int8` and
+    :func:`search_int8_avx2` (needs AVX-512 VNNI or AVX2; at most 65,536 features)."""
     n_rows: int
     n_features: int
     @property
@@ -29,10 +30,18 @@ class Int8Database:
 def has_vnni() -> bool:
     """True when this CPU can run :func:`search_int8` (AVX-512 VNNI)."""
 
+def has_avx2() -> bool:
+    """True when this CPU and OS can run :func:`search_int8_avx2` (AVX2 + FMA, YMM state)."""
+
 def search_int8(queries: Float32Array, packed: Int8Database, rows: Float32Array, offset: int,
                 scores: Float32Array, indices: Int64Array) -> None:
     """Exact top-k by inner product, screened with int8 dot products with a rigorous error
     bound and re-scored in float32 from ``rows`` (the database ``packed`` was built from)."""
+
+def search_int8_avx2(queries: Float32Array, packed: Int8Database, rows: Float32Array,
+                     offset: int, scores: Float32Array, indices: Int64Array) -> None:
+    """:func:`search_int8` with an AVX2 kernel (vpmaddubsw / vpmaddwd, 7-bit query codes): the
+    same arguments, the same exact top-k."""
 
 def rows_times(X: Float32Array, W: Float32Array, out: Float32Array, n_threads: int) -> None:
     """``out = X @ W`` in float32, each element summed in a fixed order, so a row's result does

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +15,16 @@ from knn_oracle import assert_matches_brute_force, brute_force, integer_data, si
 
 # the package re-exports the function ``knn`` under the submodule's name
 knn_module = importlib.import_module("minivec2vec.kernels.knn")
-ENGINES = ["blas"] + (["int8"] if knn_module._core.has_vnni() else [])
+ALL_ENGINES = ("blas", "int8", "int8-avx2")
+ENGINES = [name for name in ALL_ENGINES if name in knn_module.available_engines()]
+INT8_ENGINES = [name for name in ENGINES if name != "blas"]
 
 
-@pytest.fixture(params=ENGINES, autouse=True)
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.skipif(
+    name not in ENGINES, reason=f"this CPU cannot run the {name!r} kNN engine"))
+    for name in ALL_ENGINES], autouse=True)
 def engine(request, monkeypatch):
-    """Every test of this module runs once per engine this CPU has: both must be exact."""
+    """Every test of this module runs once per engine this CPU has: all must be exact."""
     monkeypatch.setattr(knn_module, "ENGINE", request.param)
     return request.param
 
@@ -154,15 +162,202 @@ def test_unknown_engine_raises(rng):
         knn(Q, Q, 1, engine="gpu")
 
 
-def test_engines_agree_on_real_sample(minilm):
-    """Both engines are exact: the same neighbours on real vectors (scores to float32 rounding)."""
-    if "int8" not in ENGINES:
-        pytest.skip("this CPU has no AVX-512 VNNI")
+def test_engines_agree_on_real_sample(minilm, engine):
+    """Every engine is exact: the same neighbours on real vectors (scores to float32 rounding)."""
+    if engine == "blas":
+        pytest.skip("compares an int8 engine with the BLAS one")
     Q, D = minilm[4000:4500], minilm[:4000]
-    s_int8, i_int8 = knn(Q, D, 20, metric="cosine", engine="int8")
+    s_int8, i_int8 = knn(Q, D, 20, metric="cosine", engine=engine)
     s_blas, i_blas = knn(Q, D, 20, metric="cosine", engine="blas")
     assert (i_int8 != i_blas).mean() < 1e-3  # only float32 near-ties may swap
     np.testing.assert_allclose(s_int8, s_blas, rtol=0, atol=4e-6)
+
+
+# ------------------------------------------------------------------------------------ engines
+IMPORT = "import importlib; m = importlib.import_module('minivec2vec.kernels.knn')\n"
+
+
+def _python(code, **env):
+    environment = dict(os.environ)
+    environment.update(env)
+    src = str(Path(knn_module.__file__).resolve().parents[1])
+    environment["PYTHONPATH"] = src + os.pathsep + environment.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_default_engine_is_the_best_this_cpu_runs(engine):
+    if engine != "blas":
+        pytest.skip("checked once")
+    result = _python(IMPORT + "print(m.ENGINE, *m.available_engines())",
+                     MINIVEC2VEC_KNN_ENGINE="")
+    assert result.returncode == 0, result.stderr
+    default, *available = result.stdout.split()
+    assert available == ENGINES_BEST_FIRST and default == available[0]
+
+
+ENGINES_BEST_FIRST = [name for name in ("int8", "int8-avx2", "blas") if name in ENGINES]
+
+
+@pytest.mark.parametrize("forced", ALL_ENGINES)
+def test_environment_variable_forces_the_engine(forced, engine):
+    if engine != "blas":
+        pytest.skip("checked once")
+    if forced not in ENGINES:
+        pytest.skip(f"this CPU cannot run the {forced!r} kNN engine")
+    code = (IMPORT + "import numpy as np\n"
+            "rng = np.random.default_rng(0)\n"
+            "Q = rng.standard_normal((20, 40)).astype(np.float32)\n"
+            "D = rng.standard_normal((300, 40)).astype(np.float32)\n"
+            "s, i = m.knn(Q, D, 5)\n"
+            "S = Q.astype(np.float64) @ D.T.astype(np.float64)\n"
+            "ok = (i == np.argsort(-S, axis=1, kind='stable')[:, :5]).all()\n"
+            "print(m.ENGINE, ok)")
+    result = _python(code, MINIVEC2VEC_KNN_ENGINE=forced)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [forced, "True"]
+
+
+@pytest.mark.parametrize("bad", ["gpu", "INT8", "avx2"])
+def test_bad_environment_engine_fails_naming_the_allowed_values(bad, engine):
+    if engine != "blas":
+        pytest.skip("checked once")
+    result = _python("import minivec2vec.kernels.knn", MINIVEC2VEC_KNN_ENGINE=bad)
+    assert result.returncode != 0
+    assert "MINIVEC2VEC_KNN_ENGINE" in result.stderr and repr(bad) in result.stderr
+    assert "'int8', 'int8-avx2', 'blas'" in result.stderr
+
+
+def test_engine_the_cpu_cannot_run_raises(rng, monkeypatch, engine):
+    if engine != "blas":
+        pytest.skip("checked once")
+    monkeypatch.setitem(knn_module._ENGINE_NEEDS, "int8-avx2", ("AVX2 + FMA", lambda: False))
+    Q = rng.standard_normal((4, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="int8-avx2.*needs a CPU with AVX2"):
+        knn(Q, Q, 1, engine="int8-avx2")
+
+
+# ------------------------------------------------------------------------------------ adversarial
+def _assert_exact(scores, indices, S, k, atol):
+    """Scores to float32 rounding of the float64 oracle S, indices the oracle's except where
+    two candidates are a float32 rounding apart."""
+    order = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    np.testing.assert_allclose(scores, np.take_along_axis(S, order, axis=1), rtol=0, atol=atol)
+    np.testing.assert_allclose(scores, np.take_along_axis(S, indices, axis=1), rtol=0, atol=atol)
+    differ = indices != order
+    gap = np.abs(np.take_along_axis(S, indices, axis=1) - np.take_along_axis(S, order, axis=1))
+    assert np.all(gap[differ] <= atol), "an index differs from brute force outside a near-tie"
+    for row in indices:
+        assert len(np.unique(row)) == k
+
+
+@pytest.mark.parametrize("d", [1, 3, 31, 33, 63, 65, 100, 384, 385])
+def test_odd_dimensions_equal_brute_force(rng, d, engine):
+    """d not a multiple of the 4-feature groups, the 8/16-lane steps or 32/64: padding codes
+    and masked tails must add exactly nothing."""
+    Q = rng.standard_normal((45, d)).astype(np.float32)
+    D = rng.standard_normal((777, d)).astype(np.float32)
+    k = 9
+    scores, indices = knn(Q, D, k, engine=engine)
+    assert_matches_brute_force(scores, indices, Q, D, k, "ip", atol=2e-5 * np.sqrt(d),
+                               max_differ=0.02)
+
+
+@pytest.mark.parametrize("k", [1, 63, 64, 65, 129, 130])
+def test_k_near_n_equals_brute_force(rng, k, engine):
+    """k close to (or equal to) n: nearly every row enters the heap, padding rows never do."""
+    Q = rng.standard_normal((13, 24)).astype(np.float32)
+    D = rng.standard_normal((130, 24)).astype(np.float32)
+    scores, indices = knn(Q, D, k, engine=engine)
+    assert_matches_brute_force(scores, indices, Q, D, k, "ip", atol=1e-4)
+    if k == 130:
+        np.testing.assert_array_equal(np.sort(indices, axis=1), np.tile(np.arange(130), (13, 1)))
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-12, 1.0, 1e12, 1e30])
+def test_tiny_and_large_values_equal_brute_force(rng, scale, engine):
+    Q = (rng.standard_normal((30, 37)) * np.sqrt(scale)).astype(np.float32)
+    D = (rng.standard_normal((600, 37)) * np.sqrt(scale)).astype(np.float32)
+    scores, indices = knn(Q, D, 7, engine=engine)
+    S = Q.astype(np.float64) @ D.T.astype(np.float64)
+    _assert_exact(scores, indices, S, 7, atol=1e-5 * scale)
+
+
+def test_rows_of_very_different_norms(rng, engine):
+    """Norms spread over 12 orders of magnitude within every 64-row panel: a panel's bound
+    follows its largest row, and huge rows must not hide small rows' exact order."""
+    d = 48
+    D = rng.standard_normal((3000, d)) * 10.0 ** rng.uniform(-6, 6, size=(3000, 1))
+    Q = rng.standard_normal((60, d)) * 10.0 ** rng.uniform(-3, 3, size=(60, 1))
+    Q, D = Q.astype(np.float32), D.astype(np.float32)
+    S = Q.astype(np.float64) @ D.T.astype(np.float64)
+    scores, indices = knn(Q, D, 25, engine=engine)
+    atol = 1e-6 * np.abs(Q).sum(1, keepdims=True) * np.abs(D).max() * d
+    order = np.argsort(-S, axis=1, kind="stable")[:, :25]
+    ref = np.take_along_axis(S, order, axis=1)
+    assert np.all(np.abs(scores - ref) <= atol)
+    gap = np.abs(np.take_along_axis(S, indices, axis=1) - ref)
+    assert np.all(gap[indices != order] <= np.broadcast_to(atol, gap.shape)[indices != order])
+    # and the same rows with the panels sorted by norm: small-norm panels against a huge root
+    by_norm = np.argsort(np.linalg.norm(D, axis=1))
+    s2, i2 = knn(Q, D[by_norm], 25, engine=engine)
+    assert np.all(np.abs(s2 - ref) <= atol)
+    gap2 = np.abs(np.take_along_axis(S, by_norm[i2], axis=1) - ref)
+    assert np.all(gap2 <= np.broadcast_to(atol, gap2.shape))
+
+
+def test_many_near_ties_equal_brute_force_bit_for_bit(rng, engine):
+    """Rows that are one float32 rounding apart in score (copies nudged by an ulp) and exact
+    copies spread over panels: ties by the lower index, the exact float32 order kept."""
+    d = 96
+    base = rng.standard_normal(d).astype(np.float32)
+    D = rng.standard_normal((4000, d)).astype(np.float32) * 0.01
+    spots = rng.choice(4000, size=400, replace=False)
+    D[spots] = base
+    nudge = spots[::2]
+    D[nudge, rng.integers(0, d, size=nudge.size)] = np.nextafter(
+        D[nudge, 0], np.float32(np.inf))  # a feature moves by one ulp of base[0]
+    Q = np.stack([base, base * 2, -base, base + 1e-3]).astype(np.float32)
+    k = 300
+    scores, indices = knn(Q, D, k, engine=engine)
+    S = Q.astype(np.float64) @ D.T.astype(np.float64)
+    _assert_exact(scores, indices, S, k, atol=2e-5 * float(np.abs(S).max()))
+    # integer-valued rows: exact arithmetic in float32, so the oracle holds bit for bit
+    Qi = integer_data(rng, 50, 70, -8, 9)
+    Di = integer_data(rng, 2500, 70, -8, 9)
+    si, ii = knn(Qi, Di, 40, engine=engine)
+    ref_s, ref_i, _ = brute_force(Qi, Di, 40, "ip")
+    np.testing.assert_array_equal(ii, ref_i)
+    np.testing.assert_array_equal(si, ref_s.astype(np.float32))
+
+
+@pytest.mark.parametrize("bias_scale", [1e-6, 1.0, 1e3])
+def test_bias_exact_on_integer_data(rng, bias_scale, engine):
+    """Integer rows and biases: every score is exact in float32, the tie order is the oracle's."""
+    Q = integer_data(rng, 80, 37, -4, 5)
+    D = integer_data(rng, 3000, 37, -4, 5)
+    bias = (rng.integers(-20, 21, size=3000) * bias_scale).astype(np.float32)
+    S = Q.astype(np.float64) @ D.T.astype(np.float64) + bias.astype(np.float64)
+    scores, indices = knn_module._knn(Q, D, 15, "ip", bias=bias, engine=engine)
+    order = np.argsort(-S, axis=1, kind="stable")[:, :15]
+    exact_in_float32 = bias_scale >= 1.0
+    if exact_in_float32:
+        np.testing.assert_array_equal(indices, order)
+        np.testing.assert_array_equal(scores, np.take_along_axis(S, order, axis=1))
+    else:
+        _assert_exact(scores, indices, S, 15, atol=1e-5)
+
+
+def test_int8_engines_agree_with_each_other(rng, engine):
+    """Both int8 kernels screen the same packed database: the same neighbours everywhere."""
+    if engine != "int8" or "int8-avx2" not in ENGINES:
+        pytest.skip("needs both int8 engines")
+    Q = rng.standard_normal((500, 384)).astype(np.float32)
+    D = rng.standard_normal((6000, 384)).astype(np.float32)
+    s_a, i_a = knn(Q, D, 50, engine="int8")
+    s_b, i_b = knn(Q, D, 50, engine="int8-avx2")
+    assert (i_a != i_b).mean() < 1e-3
+    np.testing.assert_allclose(s_a, s_b, rtol=0, atol=2e-5)
 
 
 def test_unknown_metric_raises(rng):
@@ -234,8 +429,8 @@ class _ChunkSpy:
                                           ("ip", np.float16)])
 def test_small_memory_limit_gives_smaller_int8_chunks_and_same_result(rng, monkeypatch, metric,
                                                                       dtype, engine):
-    if engine != "int8":
-        pytest.skip("database chunks exist only in the int8 engine")
+    if engine == "blas":
+        pytest.skip("database chunks exist only in the int8 engines")
     Q = rng.standard_normal((300, 32)).astype(dtype)
     D = rng.standard_normal((5000, 32)).astype(dtype)
     spy = _ChunkSpy(knn_module._core)

@@ -20,8 +20,10 @@ from .._runtime.validation import check_embeddings, check_positive_int, check_ra
 # (anchor-size clusterings: 2000 x 20 x 384 took 0.5 s on 1 thread, 1.1-1.6 s on 2 under load).
 _SMALL_WORK = 50_000_000
 # From this many centers on, rows are labelled by the exact int8 kNN (k = 1 with the row bias
-# -|c|^2 / 2, where the CPU has VNNI): 60,000 x 500 x 384 takes 0.10 s instead of 0.16 s with
-# the BLAS kernel. Fewer centers leave most of its 64-row panels empty (20 centers: 4x slower).
+# -|c|^2 / 2, where the CPU has VNNI or AVX2): 60,000 x 500 x 384 takes 0.10 s instead of 0.16 s
+# with the BLAS kernel (AVX2 kernel: 0.26 s, 64 centers 0.09 s, against 3.8 / 3.0 s for the
+# Numba pass on a loaded 2-core machine). Fewer centers leave most of its 64-row panels empty
+# (20 centers: 4x slower).
 _KNN_MIN_CLUSTERS = 64
 
 
@@ -131,7 +133,7 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=4096, max_ite
 def _assign(X32, row_sq, centers, labels, sq_distances, n_threads):
     """labels <- nearest center of every row, sq_distances <- its squared distance."""
     center_sq = _sqnorms(centers)
-    if knn.ENGINE == "int8" and centers.shape[0] >= _KNN_MIN_CLUSTERS:
+    if knn.ENGINE in knn._INT8_ENGINES and centers.shape[0] >= _KNN_MIN_CLUSTERS:
         # argmin |x - c|^2 = argmax x.c - |c|^2 / 2, and |x - c|^2 = |x|^2 - 2 (x.c - |c|^2 / 2)
         scores, nearest = knn._knn(X32, centers, 1, n_threads=n_threads, bias=-0.5 * center_sq)
         labels[:] = nearest[:, 0]

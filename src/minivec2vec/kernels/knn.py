@@ -1,14 +1,22 @@
 """Exact blocked k-nearest-neighbour search with the top-k selection fused into the kernel.
 
-Two engines give the same exact result (the same neighbours, ties to the lower index):
+Three engines give the same exact result (the same neighbours, ties to the lower index):
 
 * ``"int8"`` (CPUs with AVX-512 VNNI): the database is quantised to int8 codes once, row by row;
   a C++ micro-kernel computes int8 dot products (about twice the float32 FMA rate) and screens
   them against each query's running k-th best exact score minus a rigorous bound on the
   quantisation error; only the few survivors get their exact float32 score
   (csrc/knn_int8.hpp). The database is processed in chunks whose size follows ``memory_limit``.
+* ``"int8-avx2"`` (CPUs with AVX2 + FMA, e.g. AMD Zen 2/3, Intel before Ice Lake): the same
+  screen, the same packed database and bound, with a ``vpmaddubsw`` / ``vpmaddwd`` kernel and
+  7-bit query codes, which cannot saturate (csrc/knn_int8_avx2.hpp).
 * ``"blas"`` (any CPU): each worker thread computes similarity tiles with a single-threaded BLAS
   GEMM and folds every tile into its running top-k with the C++ kernel of csrc/topk.hpp.
+
+``ENGINE``, the default, is the first of these the CPU can run (:func:`available_engines`).
+The environment variable ``MINIVEC2VEC_KNN_ENGINE`` (one of the names above) forces it for the
+whole process, read once at import, so that every engine can be tested and benchmarked on any
+CPU that runs it; the ``engine=`` parameter forces it for one call.
 
 Either way each worker thread owns a block of queries, the GIL is released in the kernels, no
 n_queries x n_database matrix ever exists, and query blocks have a size that depends on the
@@ -37,11 +45,42 @@ from .._runtime.validation import (as_float32_block, check_embeddings, check_pos
                                    parse_memory)
 
 _METRICS = ("ip", "cosine")
-_ENGINES = ("int8", "blas")
-ENGINE = "int8" if _core.has_vnni() else "blas"   # the default engine on this CPU
+_ENGINES = ("int8", "int8-avx2", "blas")   # best first
+_INT8_ENGINES = ("int8", "int8-avx2")       # the engines that screen with int8 codes
+_ENGINE_NEEDS = {"int8": ("AVX-512 VNNI", _core.has_vnni),
+                 "int8-avx2": ("AVX2 + FMA", _core.has_avx2),
+                 "blas": ("nothing", lambda: True)}
+ENGINE_VARIABLE = "MINIVEC2VEC_KNN_ENGINE"
+
+
+def available_engines():
+    """The kNN engines this CPU can run, best first."""
+    return tuple(name for name in _ENGINES if _ENGINE_NEEDS[name][1]())
+
+
+def _check_engine(engine, who="engine"):
+    """``engine`` if it is a known engine this CPU can run, else a clear error."""
+    if engine not in _ENGINES:
+        raise InvalidParameterError(f"{who}: expected one of {_ENGINES}, got {engine!r}")
+    need, runs = _ENGINE_NEEDS[engine]
+    if not runs():
+        raise InvalidParameterError(f"{who}={engine!r} needs a CPU with {need}; this one can run "
+                                    f"{available_engines()}")
+    return engine
+
+
+def _default_engine():
+    forced = os.environ.get(ENGINE_VARIABLE, "").strip()
+    if forced:
+        return _check_engine(forced, ENGINE_VARIABLE)
+    return available_engines()[0]
+
+
+ENGINE = _default_engine()   # the default engine of this process (see the module docstring)
 QUERY_BLOCK = 256        # rows of queries per task of the BLAS engine (upper bound)
 _INT8_QUERY_BYTES = 393216   # int8 engine: query codes per task (see _int8_query_block)
 _BLOCK_UNDER_LIMIT = 256     # int8 engine: query rows per task at most, under a memory_limit
+_INT8_MAX_FEATURES = 65536   # int8 engines: int32 sums stay exact up to here (else BLAS)
 DATABASE_TILE = 2048     # database rows per similarity tile (upper bound)
 _MIN_TILE = 64
 _pools: dict = {}
@@ -84,9 +123,11 @@ def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, en
         Worker threads (default: all cores Numba may use). Results do not depend on it.
     memory_limit : int or str, optional
         Upper bound on the working memory of the call (bytes or e.g. "512MB"); tile sizes follow.
-    engine : {"int8", "blas"}, optional
-        Default: ``"int8"`` where the CPU has AVX-512 VNNI, else ``"blas"``. Both are exact
-        (see the module docstring); scores may differ in the last float32 bits between them.
+    engine : {"int8", "int8-avx2", "blas"}, optional
+        Default: ``ENGINE``, the best this CPU runs (``"int8"`` with AVX-512 VNNI, else
+        ``"int8-avx2"`` with AVX2, else ``"blas"``), or ``$MINIVEC2VEC_KNN_ENGINE``. All are
+        exact (see the module docstring); scores may differ in the last float32 bits between
+        them. An engine this CPU cannot run raises InvalidParameterError.
 
     Returns
     -------
@@ -95,11 +136,8 @@ def knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, en
     """
     if metric not in _METRICS:
         raise InvalidParameterError(f"metric: expected one of {_METRICS}, got {metric!r}")
-    if engine is not None and engine not in _ENGINES:
-        raise InvalidParameterError(f"engine: expected one of {_ENGINES}, got {engine!r}")
-    if engine == "int8" and not _core.has_vnni():
-        raise InvalidParameterError("engine='int8' needs a CPU with AVX-512 VNNI; this one has "
-                                    "none (use engine='blas' or the default)")
+    if engine is not None:
+        _check_engine(engine)
     queries = check_embeddings(queries, "queries")
     database = check_embeddings(database, "database", n_features=queries.shape[1])
     k = check_positive_int(k, "k")
@@ -127,12 +165,12 @@ def _knn(queries, database, k, metric="ip", n_threads=None, memory_limit=None, e
             raise ValueError("bias: a prepared database carries its own bias")
         if database.packed is not None:
             return _search_int8(queries, database, k, metric, n_threads,
-                                parse_memory(memory_limit))
+                                parse_memory(memory_limit), engine=database.engine)
         database, bias = database.rows, database.bias
     bias = _check_bias(bias, database.shape[0])
-    if engine == "int8":
+    if engine in _INT8_ENGINES and queries.shape[1] <= _INT8_MAX_FEATURES:
         return _search_int8(queries, database, k, metric, n_threads, parse_memory(memory_limit),
-                            bias)
+                            bias, engine=engine)
     # Block sizes are planned for the most worker buffers this process can run, not for
     # n_threads: tile shapes (hence BLAS rounding) then never depend on the thread count.
     plan = _plan(queries.shape[0], database.shape[0], queries.shape[1], k, max_worker_threads(),
@@ -163,11 +201,15 @@ class PreparedDatabase:
     def __init__(self, database, metric="ip", engine=None, bias=None):
         if metric not in _METRICS:
             raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
-        engine = ENGINE if engine is None else engine
+        engine = ENGINE if engine is None else _check_engine(engine)
         self.metric = metric
         self.rows = database if _usable_rows(database, metric) else _prepared(database, metric)
         self.bias = _check_bias(bias, self.rows.shape[0])
-        self.packed = _core.Int8Database(self.rows, self.bias) if engine == "int8" else None
+        if engine in _INT8_ENGINES and self.rows.shape[1] > _INT8_MAX_FEATURES:
+            engine = "blas"
+        self.engine = engine
+        self.packed = (_core.Int8Database(self.rows, self.bias) if engine in _INT8_ENGINES
+                       else None)
         self.shape = self.rows.shape
 
 
@@ -183,7 +225,7 @@ def plan_knn(n_queries, n_database, d, k, memory_limit, copy_database, engine=No
     when ``memory_limit`` cannot hold one block. Lets callers check a whole pipeline up front."""
     engine = ENGINE if engine is None else engine
     memory_limit = parse_memory(memory_limit)
-    if engine == "int8":
+    if engine in _INT8_ENGINES and d <= _INT8_MAX_FEATURES:
         return _plan_int8(n_queries, n_database, d, k, max_worker_threads(), memory_limit,
                           copy_database)
     return _plan(n_queries, n_database, d, k, max_worker_threads(), memory_limit, copy_database)
@@ -224,7 +266,9 @@ def _plan_int8(n_queries, n_database, d, k, n_threads, memory_limit, copy_rows):
     return {"query_block": query_block, "chunk": int(chunk)}
 
 
-def _search_int8(queries, database, k, metric, n_threads, memory_limit, bias=None):
+def _search_int8(queries, database, k, metric, n_threads, memory_limit, bias=None,
+                 engine="int8"):
+    search_kernel = _core.search_int8_avx2 if engine == "int8-avx2" else _core.search_int8
     n_queries, d = queries.shape
     prepared = database if isinstance(database, PreparedDatabase) else None
     copy_rows = prepared is None and not _usable_rows(database, metric)
@@ -263,8 +307,7 @@ def _search_int8(queries, database, k, metric, n_threads, memory_limit, bias=Non
                 q = queries[start:stop]
                 if not queries_usable:
                     q = _prepared(q, metric)
-                _core.search_int8(q, packed, rows, offset, scores[start:stop],
-                                  indices[start:stop])
+                search_kernel(q, packed, rows, offset, scores[start:stop], indices[start:stop])
             each_block(search)
             del search, rows, packed   # one chunk alive at a time
 
