@@ -15,6 +15,8 @@ import warnings
 import numpy as np
 
 from .exceptions import InputFileError, MiniVec2VecError, PathNotFoundError
+from ._runtime.blocks import BLOCK_ROWS
+from .evaluation.metrics import TEST_POOL   # the evaluation protocol's test pool
 
 
 class _Parser(argparse.ArgumentParser):
@@ -329,7 +331,7 @@ def build_parser():
     apply_.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     apply_.add_argument("--chunk-rows", type=_positive_int, default=None,
                         help="rows per chunk (default: planned from --memory-limit, at most "
-                             "65536); a rerun after a kill resumes after the last whole chunk")
+                             f"{BLOCK_ROWS}); a rerun after a kill resumes after the last whole chunk")
 
     ev = sub.add_parser("evaluate", help="top-1 / mean rank of a map on paired test rows, and "
                         "retrieval of B queries against the mapped corpus")
@@ -339,7 +341,7 @@ def build_parser():
         p.add_argument("map")
         p.add_argument("a", help="A test rows: .npy, .parquet, or a directory of shards")
         p.add_argument("b", help="B test rows of the same texts, row-aligned (same forms)")
-        p.add_argument("--pool", type=_positive_int, default=8192,
+        p.add_argument("--pool", type=_positive_int, default=TEST_POOL,
                        help="pairs ranked for top-1 / mean rank (the first POOL rows)")
         p.add_argument("--k", type=_ks, default=None, metavar="K1,K2,...",
                        help="recall cut-offs (default 1,10,100, those the corpus holds)")
