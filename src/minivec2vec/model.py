@@ -17,10 +17,11 @@ from .kernels.rows import centre_normalise, map_rows, mean_centred_norm, sample_
 # the row helpers other engines imported from here before they moved to kernels.rows
 from .kernels.rows import column_mean, sample_rows  # noqa: F401
 from ._runtime.memory import chunk_rows, plan_fit, working_budget
+from ._runtime.parameters import PARAMETER_NAMES, PARAMETERS, check_params
 from ._runtime.progress import logger, progress_bar, stage_log_to_stderr
 from ._runtime.sizing import check_enough_rows, stage_settings
 from ._runtime.threads import resolve_n_threads, single_threaded_blas
-from ._runtime.validation import check_known_pairs, check_positive_int, check_random_state
+from ._runtime.validation import check_known_pairs, check_random_state
 from .stages.confidence import doubtful
 
 
@@ -206,13 +207,9 @@ class MiniVec2Vec:
         self.verbose = verbose
 
     # ------------------------------------------------------------------ parameters
-    _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
-                    "refine_iter", "refine_sample", "refine_neighbors", "alpha",
-                    "transport_iter", "transport_rows", "assignment_iter", "assignment_rows",
-                    "refine_clusters", "mutual_iter", "mutual_sample", "mutual_final_sample",
-                    "csls_k", "reproject", "random_state", "n_threads", "memory_limit",
-                    "fit_sample", "n_restarts", "extra_restarts", "confidence_sample",
-                    "known_pairs_weight", "verbose")
+    # the names, defaults and checks are declared once, in _runtime/parameters.py; the
+    # signature above spells the same names and defaults out (a test checks that they agree)
+    _PARAM_NAMES = PARAMETER_NAMES
 
     def get_params(self, deep=True):
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
@@ -225,32 +222,13 @@ class MiniVec2Vec:
         return self
 
     def __repr__(self):
-        changed = {k: v for k, v in self.get_params().items()
-                   if v != MiniVec2Vec().get_params()[k]}
-        return f"MiniVec2Vec({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+        """``MiniVec2Vec(...)`` with the parameters that differ from their declared defaults."""
+        changed = [f"{p.name}={getattr(self, p.name)!r}" for p in PARAMETERS
+                   if getattr(self, p.name) != p.default]
+        return f"MiniVec2Vec({', '.join(changed)})"
 
     def _check_params(self):
-        for name in ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
-                     "refine_sample", "refine_neighbors", "mutual_sample",
-                     "mutual_final_sample", "csls_k", "transport_rows", "assignment_rows",
-                     "fit_sample", "n_restarts", "confidence_sample"):
-            check_positive_int(getattr(self, name), name)
-        for name in ("refine_iter", "transport_iter", "assignment_iter", "refine_clusters",
-                     "mutual_iter", "extra_restarts"):
-            check_positive_int(getattr(self, name), name, minimum=0)
-        if self.mutual_final_sample < self.mutual_sample:
-            raise InvalidParameterError(f"mutual_final_sample: must be at least mutual_sample="
-                             f"{self.mutual_sample}, got {self.mutual_final_sample}")
-        if not (isinstance(self.alpha, (int, float)) and 0.0 < self.alpha <= 1.0):
-            raise InvalidParameterError(f"alpha: must be in (0, 1], got {self.alpha!r}")
-        weight = self.known_pairs_weight
-        if (not isinstance(weight, (int, float)) or isinstance(weight, bool)
-                or not np.isfinite(weight) or weight < 0):
-            raise InvalidParameterError(f"known_pairs_weight: must be a finite number >= 0, got {weight!r}")
-        if not isinstance(self.verbose, (bool, np.bool_)):
-            raise InvalidParameterError(f"verbose: expected True or False, got {self.verbose!r}")
-        if self.n_clusters < 3:
-            raise InvalidParameterError(f"n_clusters: anchor matching needs at least 3 clusters, got {self.n_clusters}")
+        check_params(self.get_params())
 
     # ------------------------------------------------------------------ fit
     def fit(self, X_a, X_b, known_pairs=None):
