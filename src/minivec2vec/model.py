@@ -14,8 +14,6 @@ from .exceptions import (AlignmentWarning, DimensionMismatchError, InvalidParame
 from .io import mapfile as _mapfile
 from .io.sources import ArraySource, open_source, scan
 from .kernels.rows import centre_normalise, map_rows, mean_centred_norm, sample_indices
-# the row helpers other engines imported from here before they moved to kernels.rows
-from .kernels.rows import column_mean, sample_rows  # noqa: F401
 from ._runtime.memory import chunk_rows, plan_fit, working_budget
 from ._runtime.parameters import PARAMETER_NAMES, PARAMETERS, check_params
 from ._runtime.progress import logger, progress_bar, stage_log_to_stderr
