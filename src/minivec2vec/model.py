@@ -158,6 +158,11 @@ class MiniVec2Vec:
     images under the kept map and under the restart that agrees with it most: at most 0.33
     measured for failed restarts, 0.55-0.77 between good ones; NaN with a single restart).
     Below ``RETURN_MIN_ROWS`` rows per side the return check does not run (empty / NaN).
+    ``restart_maps_`` (n_restarts x d_a x d_b) holds each restart's map as it was scored, in
+    restart order, and ``restart_agreements_`` (n_restarts x n_restarts) the agreement of
+    every pair of them, computed as ``restart_agreement_`` is (so that is the largest entry of
+    the kept restart's row off the diagonal): for studying the restarts. Both are empty for a
+    fit from known pairs and are not stored in the map file.
     The fit warns with :class:`AlignmentWarning` unless the return agreement reaches
     ``RETURN_THRESHOLD`` = 0.70 or the restart agreement ``AGREEMENT_THRESHOLD`` = 0.40. A
     fit given ``known_pairs`` (see :meth:`fit`) runs no restarts (both NaN) and is checked by
@@ -362,6 +367,8 @@ class MiniVec2Vec:
         self.confidence_ = found.confidence
         self.restart_confidences_ = np.asarray(found.restart_confidences, dtype=np.float64)
         self.restart_returns_ = np.asarray(found.restart_returns, dtype=np.float64)
+        self.restart_maps_ = np.asarray(found.restart_maps, dtype=np.float64)
+        self.restart_agreements_ = found.restart_agreements
         self.restart_agreement_ = found.restart_agreement
         self.return_agreement_ = found.return_agreement
         reason = doubtful(self.confidence_, self.restart_agreement_, self.known_pairs_top1_,

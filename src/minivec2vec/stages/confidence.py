@@ -121,6 +121,20 @@ def restart_agreement(maps, rows_a, kept):
                for index, W in enumerate(maps) if index != kept)
 
 
+def agreement_matrix(maps, rows_a):
+    """:func:`map_agreement` of every pair of ``maps`` on the rows of ``rows_a``: a symmetric
+    float64 matrix with 1 on the diagonal. Entry (i, j) equals ``map_agreement(maps[i],
+    maps[j], rows_a)`` to the bit, so ``restart_agreement(maps, rows_a, kept)`` is the largest
+    entry of row ``kept`` off the diagonal."""
+    images = [normalise_rows(rows_a @ np.asarray(W, dtype=np.float32)) for W in maps]
+    matrix = np.eye(len(maps))
+    for i in range(len(maps)):
+        for j in range(i + 1, len(maps)):
+            matrix[i, j] = matrix[j, i] = float(
+                np.einsum("ij,ij->i", images[i], images[j]).mean())
+    return matrix
+
+
 def random_turn(d, angle, rng):
     """A random rotation of R^d by ``angle``: exp(angle S) for a random skew-symmetric S of
     spectral norm 1 (its planes turn by angles spread over [0, angle])."""
