@@ -6,7 +6,7 @@ the ones inside functions included, and resolved to the minivec2vec module it na
 from the bottom up (a module may import its own layer and the layers listed for it):
 
 * base: ``exceptions``, ``_version``, ``_core`` (the C++ extension) -- nothing of the package
-* ``_runtime``: threads, validation, sizing, progress -- base only; ``_runtime.memory`` (the
+* ``_runtime``: threads, validation, sizing, blocks, progress -- base only; ``_runtime.memory`` (the
   memory plan) also asks the kernels and stages for their array sizes
 * ``kernels``: base, ``_runtime``
 * ``stages``: base, ``_runtime``, ``kernels``

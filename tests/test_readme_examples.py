@@ -1,5 +1,6 @@
-"""The README's examples run as written on the shipped sample: the quickstart prints the
-top-1 it promises, and each migrated store answers B queries with the right ids."""
+"""The documented examples run as written on the shipped sample: the README's quickstart prints
+the top-1 it promises, and each store migrated as docs/stores.md shows answers B queries with
+the right ids."""
 from __future__ import annotations
 
 import contextlib
@@ -10,28 +11,29 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+STORES = Path(__file__).resolve().parents[1] / "docs" / "stores.md"
 
 
-def _section_blocks(heading):
-    text = README.read_text(encoding="utf-8")
+def _section_blocks(heading, path=README):
+    text = path.read_text(encoding="utf-8")
     start = text.index(heading)
     end = text.find("\n## ", start + len(heading))
     section = text[start:end if end > 0 else None]
     return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
 
 
-@pytest.mark.skipif(not README.exists(), reason="runs from a source checkout")
+@pytest.mark.skipif(not STORES.exists(), reason="runs from a source checkout")
 def test_store_migration_examples_run_and_find_the_right_ids(tmp_path, monkeypatch):
     for module in ("faiss", "lancedb", "qdrant_client"):
         pytest.importorskip(module)
-    blocks = _section_blocks("## Migrating a vector store")
+    blocks = _section_blocks("## Examples", STORES)
     assert len(blocks) == 4, "the setup block and one block per store"
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
     namespace = {}
     with contextlib.redirect_stdout(out):
         for block in blocks:
-            exec(compile(block, str(README), "exec"), namespace)
+            exec(compile(block, str(STORES), "exec"), namespace)
     from minivec2vec.io.stores.qdrant_collection import close_clients
     close_clients()
     found = dict(re.findall(r"^(\w+) top-1 ([0-9.]+)$", out.getvalue(), flags=re.M))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minivec2vec import MiniVec2Vec, evaluate, kmeans, knn
-from minivec2vec._runtime.validation import (check_embeddings, check_finite_rows, check_positive_int,
+from minivec2vec._runtime.validation import (check_embeddings, check_positive_int, check_rows,
                                              check_random_state, parse_memory)
 
 
@@ -23,10 +23,10 @@ def test_first_bad_row_is_named_across_blocks():
     X = np.ones((1000, 2), dtype=np.float32)
     X[[700, 950], 0] = np.nan
     with pytest.raises(ValueError, match="row 700 "):
-        check_finite_rows(X, "X", block_rows=64)
+        check_rows(X, "X", block_rows=64)
     X[3, 1] = np.inf
     with pytest.raises(ValueError, match="row 3 "):
-        check_finite_rows(X, "X", block_rows=64)
+        check_rows(X, "X", block_rows=64)
 
 
 def test_float16_overflow_inf_is_caught():

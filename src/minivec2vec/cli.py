@@ -15,6 +15,8 @@ import warnings
 import numpy as np
 
 from .exceptions import InputFileError, MiniVec2VecError, PathNotFoundError
+from ._runtime.blocks import BLOCK_ROWS
+from .evaluation.metrics import TEST_POOL   # the evaluation protocol's test pool
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,11 +44,11 @@ _positive_int = _counter(1)
 _count = _counter(0)
 
 
-def _tunable_defaults():
-    """The estimator's own numeric defaults (one source of truth), each becoming a --flag."""
-    from .model import MiniVec2Vec
-    return {name: value for name, value in MiniVec2Vec().get_params().items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+def _numeric_parameters():
+    """The estimator's integer and float parameters (declared in _runtime/parameters.py), each
+    of which ``fit`` takes as ``--name-with-dashes``."""
+    from ._runtime.parameters import PARAMETERS
+    return [p for p in PARAMETERS if p.kind in ("int", "float")]
 
 
 def _load_npy(path, what):
@@ -59,7 +61,7 @@ def _load_npy(path, what):
 
 
 def _model_params(args):
-    params = {name: getattr(args, name) for name in _tunable_defaults()}
+    params = {p.name: getattr(args, p.name) for p in _numeric_parameters()}
     params.update(random_state=args.seed, n_threads=args.n_threads,
                   memory_limit=args.memory_limit, reproject=not args.no_reproject)
     return params
@@ -278,11 +280,6 @@ def _emit(args, payload):
                         for k, v in payload.items()))
 
 
-# the estimator's integer parameters that may be 0 (see MiniVec2Vec._check_params)
-_ZERO_ALLOWED = ("refine_iter", "transport_iter", "assignment_iter", "refine_clusters",
-                 "mutual_iter", "extra_restarts")
-
-
 def build_parser():
     parser = _Parser(prog="minivec2vec",
                                      description="Unsupervised alignment of two embedding spaces.")
@@ -294,12 +291,12 @@ def build_parser():
     fit.add_argument("b", help="embeddings of model B (n_b x d_b), other texts; same forms")
     fit.add_argument("-o", "--output", required=True, help="map file to write")
     fit.add_argument("--seed", type=int, default=0)
-    for name, value in _tunable_defaults().items():
-        # counts that may be 0 (iterations, skipped stages) take 0; the others must be >= 1;
-        # alpha and the other floats are checked by the estimator before any work
-        kind = type(value) if isinstance(value, float) else (
-            _count if name in _ZERO_ALLOWED else _positive_int)
-        fit.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=value)
+    for p in _numeric_parameters():
+        # integers are refused below their minimum while parsing (0 for the iteration counts
+        # and the stages that 0 skips, else 1); alpha and the other floats are checked by the
+        # estimator before any work
+        kind = float if p.kind == "float" else _counter(p.minimum)
+        fit.add_argument(p.cli_flag, dest=p.name, type=kind, default=p.default, help=p.doc)
     fit.add_argument("--quiet", action="store_true",
                      help="no stage-by-stage progress on stderr")
     fit.add_argument("--no-reproject", action="store_true",
@@ -329,7 +326,7 @@ def build_parser():
     apply_.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     apply_.add_argument("--chunk-rows", type=_positive_int, default=None,
                         help="rows per chunk (default: planned from --memory-limit, at most "
-                             "65536); a rerun after a kill resumes after the last whole chunk")
+                             f"{BLOCK_ROWS}); a rerun after a kill resumes after the last whole chunk")
 
     ev = sub.add_parser("evaluate", help="top-1 / mean rank of a map on paired test rows, and "
                         "retrieval of B queries against the mapped corpus")
@@ -339,7 +336,7 @@ def build_parser():
         p.add_argument("map")
         p.add_argument("a", help="A test rows: .npy, .parquet, or a directory of shards")
         p.add_argument("b", help="B test rows of the same texts, row-aligned (same forms)")
-        p.add_argument("--pool", type=_positive_int, default=8192,
+        p.add_argument("--pool", type=_positive_int, default=TEST_POOL,
                        help="pairs ranked for top-1 / mean rank (the first POOL rows)")
         p.add_argument("--k", type=_ks, default=None, metavar="K1,K2,...",
                        help="recall cut-offs (default 1,10,100, those the corpus holds)")

@@ -14,13 +14,12 @@ from .exceptions import (AlignmentWarning, DimensionMismatchError, InvalidParame
 from .io import mapfile as _mapfile
 from .io.sources import ArraySource, open_source, scan
 from .kernels.rows import centre_normalise, map_rows, mean_centred_norm, sample_indices
-# the row helpers other engines imported from here before they moved to kernels.rows
-from .kernels.rows import column_mean, sample_rows  # noqa: F401
 from ._runtime.memory import chunk_rows, plan_fit, working_budget
+from ._runtime.parameters import PARAMETER_NAMES, PARAMETERS, check_params
 from ._runtime.progress import logger, progress_bar, stage_log_to_stderr
 from ._runtime.sizing import check_enough_rows, stage_settings
 from ._runtime.threads import resolve_n_threads, single_threaded_blas
-from ._runtime.validation import check_known_pairs, check_positive_int, check_random_state
+from ._runtime.validation import check_known_pairs, check_random_state
 from .stages.confidence import doubtful
 
 
@@ -159,6 +158,11 @@ class MiniVec2Vec:
     images under the kept map and under the restart that agrees with it most: at most 0.33
     measured for failed restarts, 0.55-0.77 between good ones; NaN with a single restart).
     Below ``RETURN_MIN_ROWS`` rows per side the return check does not run (empty / NaN).
+    ``restart_maps_`` (n_restarts x d_a x d_b) holds each restart's map as it was scored, in
+    restart order, and ``restart_agreements_`` (n_restarts x n_restarts) the agreement of
+    every pair of them, computed as ``restart_agreement_`` is (so that is the largest entry of
+    the kept restart's row off the diagonal): for studying the restarts. Both are empty for a
+    fit from known pairs and are not stored in the map file.
     The fit warns with :class:`AlignmentWarning` unless the return agreement reaches
     ``RETURN_THRESHOLD`` = 0.70 or the restart agreement ``AGREEMENT_THRESHOLD`` = 0.40. A
     fit given ``known_pairs`` (see :meth:`fit`) runs no restarts (both NaN) and is checked by
@@ -206,13 +210,9 @@ class MiniVec2Vec:
         self.verbose = verbose
 
     # ------------------------------------------------------------------ parameters
-    _PARAM_NAMES = ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
-                    "refine_iter", "refine_sample", "refine_neighbors", "alpha",
-                    "transport_iter", "transport_rows", "assignment_iter", "assignment_rows",
-                    "refine_clusters", "mutual_iter", "mutual_sample", "mutual_final_sample",
-                    "csls_k", "reproject", "random_state", "n_threads", "memory_limit",
-                    "fit_sample", "n_restarts", "extra_restarts", "confidence_sample",
-                    "known_pairs_weight", "verbose")
+    # the names, defaults and checks are declared once, in _runtime/parameters.py; the
+    # signature above spells the same names and defaults out (a test checks that they agree)
+    _PARAM_NAMES = PARAMETER_NAMES
 
     def get_params(self, deep=True):
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
@@ -225,32 +225,13 @@ class MiniVec2Vec:
         return self
 
     def __repr__(self):
-        changed = {k: v for k, v in self.get_params().items()
-                   if v != MiniVec2Vec().get_params()[k]}
-        return f"MiniVec2Vec({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+        """``MiniVec2Vec(...)`` with the parameters that differ from their declared defaults."""
+        changed = [f"{p.name}={getattr(self, p.name)!r}" for p in PARAMETERS
+                   if getattr(self, p.name) != p.default]
+        return f"MiniVec2Vec({', '.join(changed)})"
 
     def _check_params(self):
-        for name in ("n_runs", "n_clusters", "anchor_sample", "qap_restarts", "n_neighbors",
-                     "refine_sample", "refine_neighbors", "mutual_sample",
-                     "mutual_final_sample", "csls_k", "transport_rows", "assignment_rows",
-                     "fit_sample", "n_restarts", "confidence_sample"):
-            check_positive_int(getattr(self, name), name)
-        for name in ("refine_iter", "transport_iter", "assignment_iter", "refine_clusters",
-                     "mutual_iter", "extra_restarts"):
-            check_positive_int(getattr(self, name), name, minimum=0)
-        if self.mutual_final_sample < self.mutual_sample:
-            raise InvalidParameterError(f"mutual_final_sample: must be at least mutual_sample="
-                             f"{self.mutual_sample}, got {self.mutual_final_sample}")
-        if not (isinstance(self.alpha, (int, float)) and 0.0 < self.alpha <= 1.0):
-            raise InvalidParameterError(f"alpha: must be in (0, 1], got {self.alpha!r}")
-        weight = self.known_pairs_weight
-        if (not isinstance(weight, (int, float)) or isinstance(weight, bool)
-                or not np.isfinite(weight) or weight < 0):
-            raise InvalidParameterError(f"known_pairs_weight: must be a finite number >= 0, got {weight!r}")
-        if not isinstance(self.verbose, (bool, np.bool_)):
-            raise InvalidParameterError(f"verbose: expected True or False, got {self.verbose!r}")
-        if self.n_clusters < 3:
-            raise InvalidParameterError(f"n_clusters: anchor matching needs at least 3 clusters, got {self.n_clusters}")
+        check_params(self.get_params())
 
     # ------------------------------------------------------------------ fit
     def fit(self, X_a, X_b, known_pairs=None):
@@ -386,6 +367,8 @@ class MiniVec2Vec:
         self.confidence_ = found.confidence
         self.restart_confidences_ = np.asarray(found.restart_confidences, dtype=np.float64)
         self.restart_returns_ = np.asarray(found.restart_returns, dtype=np.float64)
+        self.restart_maps_ = np.asarray(found.restart_maps, dtype=np.float64)
+        self.restart_agreements_ = found.restart_agreements
         self.restart_agreement_ = found.restart_agreement
         self.return_agreement_ = found.return_agreement
         reason = doubtful(self.confidence_, self.restart_agreement_, self.known_pairs_top1_,

@@ -27,9 +27,9 @@ from .kernels.rows import centre_normalise
 from .stages.anchors import Anchors, match_anchors
 from .stages.assignment import refine_assignment
 from .stages.confidence import (AGREEMENT_THRESHOLD, KNOWN_PAIRS_DISTRACTORS, RETURN_MIN_ROWS,
-                                RETURN_PASSES, RETURN_THRESHOLD, alignment_confidence,
-                                known_pairs_top1, restart_agreement, return_agreement,
-                                scoring_sample)
+                                RETURN_PASSES, RETURN_THRESHOLD, agreement_matrix,
+                                alignment_confidence, known_pairs_top1, restart_agreement,
+                                return_agreement, scoring_sample)
 from .stages.pseudo_pairs import pseudo_pair_cross_covariance
 from .stages.refine import refine_clusters, refine_matching, refine_mutual
 from .stages.transport import refine_transport
@@ -67,8 +67,8 @@ class FitSettings:
 @dataclasses.dataclass
 class FitResult:
     """What a fit found: the map W (float64 d_a x d_b), the kept restart's anchors, the
-    unpaired confidence of W, and the restarts' scores (empty / NaN for a fit started from
-    known pairs) or the known pairs' held-out top-1 (NaN without them)."""
+    unpaired confidence of W, and the restarts' maps and scores (empty / NaN for a fit started
+    from known pairs) or the known pairs' held-out top-1 (NaN without them)."""
     W: np.ndarray
     anchors: Anchors
     confidence: float
@@ -77,6 +77,8 @@ class FitResult:
     restart_agreement: float
     return_agreement: float
     known_pairs_top1: float
+    restart_maps: np.ndarray        # (n_restarts, d_a, d_b): each restart's map, in order
+    restart_agreements: np.ndarray  # (n_restarts, n_restarts): agreement of every pair
 
 
 def run(A, B, mean_a, mean_b, rng, settings, timings, known_pairs=None):
@@ -110,15 +112,19 @@ def run(A, B, mean_a, mean_b, rng, settings, timings, known_pairs=None):
             sample = scoring_sample(A, B, sample_size=settings.confidence_sample,
                                     csls_k=sizes["csls_k"], rng=rng, n_threads=n_threads)
         confidence = alignment_confidence(W, sample, sizes["csls_k"], n_threads)
+    restart_maps = (np.stack(search.maps) if search.maps
+                    else np.empty((0, A.shape[1], B.shape[1])))
     return FitResult(W, anchors, confidence, search.confidences, search.returns,
-                     search.agreement, search.kept_return, top1)
+                     search.agreement, search.kept_return, top1, restart_maps,
+                     search.agreements)
 
 
 @dataclasses.dataclass
 class RestartSearch:
     """What the restarts found: the kept restart's map, anchors and generator, the scoring
-    sample, every restart's confidence and return agreement, and the kept map's restart
-    agreement and return agreement (empty / NaN / None for a fit started from known pairs)."""
+    sample, every restart's confidence and return agreement, the kept map's restart
+    agreement and return agreement, every restart's map and the agreement of every pair of
+    them on the scoring sample (empty / NaN / None for a fit started from known pairs)."""
     W: np.ndarray = None
     anchors: Anchors = None
     rng: np.random.Generator = None
@@ -127,6 +133,8 @@ class RestartSearch:
     returns: list = dataclasses.field(default_factory=list)
     agreement: float = float("nan")
     kept_return: float = float("nan")
+    maps: list = dataclasses.field(default_factory=list)
+    agreements: np.ndarray = dataclasses.field(default_factory=lambda: np.empty((0, 0)))
 
 
 def refine(W, A, B, rng, settings, timings, known_cross_covariance=None):
@@ -230,9 +238,11 @@ def search_restarts(A, B, rng, settings, timings):
         logger.info("the kept map is not confirmed: one more restart")
         run_restart(np.random.default_rng(seed))
     W, anchors, restart_rng = restarts[kept()]
+    maps = [W_restart for W_restart, _, _ in restarts]
     return RestartSearch(W, anchors, restart_rng, sample, confidences, returns,
                          kept_agreement(),
-                         returns[kept()] if check_returns else float("nan"))
+                         returns[kept()] if check_returns else float("nan"),
+                         maps, agreement_matrix(maps, sample.rows_a))
 
 
 def initial_map(A, B, rng, settings, timings):

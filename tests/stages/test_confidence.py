@@ -146,6 +146,13 @@ def test_n_restarts_continues_the_best_scoring_restart(monkeypatch, rotation_spl
     scores = model.restart_confidences_
     assert scores.shape == (3,)
     np.testing.assert_array_equal(passed_on[0], initial[int(np.argmax(scores))])
+    # the restarts' maps and their pairwise agreements are public, for studying the restarts
+    np.testing.assert_array_equal(model.restart_maps_, np.stack(initial))
+    agreements = model.restart_agreements_
+    assert agreements.shape == (3, 3) and np.array_equal(agreements, agreements.T)
+    assert np.all(np.diag(agreements) == 1.0)
+    kept = int(np.argmax(scores))
+    assert model.restart_agreement_ == max(np.delete(agreements[kept], kept))
 
 
 def test_n_restarts_is_deterministic(rotation_split):

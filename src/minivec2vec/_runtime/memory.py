@@ -22,6 +22,7 @@ naming what does not fit, before anything is read.
 from __future__ import annotations
 
 from ..exceptions import MemoryLimitError
+from .blocks import BLOCK_ROWS, SUM_ROWS
 from .validation import parse_memory
 from .sizing import ASSIGNMENT_MIN_ROWS
 from ..kernels.knn import plan_knn
@@ -29,8 +30,8 @@ from ..stages.assignment import assignment_bytes
 from ..stages.transport import transport_bytes
 
 FIXED_OVERHEAD = 300 * 10**6
-MAX_BLOCK_ROWS = 65536
-MIN_SCAN_ROWS = 8192     # the column sums run over fixed sub-blocks of this many rows
+MAX_BLOCK_ROWS = BLOCK_ROWS
+MIN_SCAN_ROWS = SUM_ROWS     # the column sums run over fixed sub-blocks of this many rows
 
 
 def working_budget(memory_limit, what):

@@ -28,9 +28,6 @@ NEIGHBOUR_FRACTION = 20        # k <= n // 20
 ROWS_PER_REFINE_CLUSTER = 4    # refine_clusters <= n // 4
 CSLS_FRACTION = 100            # csls_k <= n // 100
 ASSIGNMENT_MIN_ROWS = 10_000   # refine-assignment runs from this many rows per side
-# column sums are accumulated in sub-blocks of this many rows, in order (sources.scan and the
-# partials both: the mean of an array is bit-identical whichever of the two computes it)
-SUM_ROWS = 8192
 
 
 def minimum_rows(n_clusters: int) -> int:

@@ -8,6 +8,7 @@ import tempfile
 
 import numpy as np
 
+from .blocks import BLOCK_ROWS
 from ..exceptions import (DimensionMismatchError, DtypeError, InvalidParameterError, NonFiniteError,
                           OutputDirectoryNotFoundError, OutputPathError, ParameterTypeError,
                           ShapeError, TooFewRowsError, ZeroRowError)
@@ -58,15 +59,8 @@ def check_layout(dtype, shape, name: str, *, min_rows: int = 1,
         raise DimensionMismatchError(f"{name}: has {shape[1]} features, expected {n_features}")
 
 
-def check_finite_rows(X: np.ndarray, name: str, block_rows: int = 65536,
-                      row_offset: int = 0) -> None:
-    """Raise NonFiniteError naming the first row holding NaN or Inf (checked block by block);
-    ``row_offset`` is the global index of X's first row (X being one block of a larger array)."""
-    check_rows(X, name, finite=True, nonzero=False, block_rows=block_rows, row_offset=row_offset)
-
-
 def check_rows(X: np.ndarray, name: str, *, finite: bool = True, nonzero: bool = False,
-               block_rows: int = 65536, row_offset: int = 0) -> None:
+               block_rows: int = BLOCK_ROWS, row_offset: int = 0) -> None:
     """One pass over X in blocks (never a full-size temporary): NonFiniteError naming the first
     row holding NaN or Inf, ZeroRowError naming the first all-zero row (row numbers count from
     ``row_offset``)."""

@@ -43,5 +43,3 @@ def sample_split(model_a, model_b, rotate_seed=None, pool=SAMPLE_POOL) -> Split:
     R = None if rotate_seed is None else random_rotation(B.shape[1], rotate_seed)
     return split(A, B, pool=pool, rotate_b=R)
 
-
-from .synthetic import generate_pair  # noqa: E402,F401  (synthetic pairs with a known map)

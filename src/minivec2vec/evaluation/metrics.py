@@ -24,10 +24,14 @@ from .._runtime.validation import check_embeddings, check_positive_int, check_ro
 from ..kernels import knn as _knn_module   # the module: its _knn is looked up at each call
 from ..kernels.knn import _knn, normalise_rows
 DEFAULT_KS = (1, 10, 100)
+# the protocol's test pool: how many paired rows each mapped row is ranked against (the last
+# TEST_POOL rows of a split, :func:`minivec2vec.evaluation.protocol.split`). Not a block size.
+# Defined here, the lowest module of the evaluation package, so that protocol can import it.
+TEST_POOL = 8192
 RANK_BLOCK = 1024        # query rows per block of the rank pass (a block x pool score tile)
 
 
-def evaluate(mapped, targets, pool=8192, csls=False, csls_k=10, n_threads=None):
+def evaluate(mapped, targets, pool=TEST_POOL, csls=False, csls_k=10, n_threads=None):
     """Top-1 accuracy, mean rank and mean paired cosine of paired rows.
 
     Parameters
@@ -50,7 +54,7 @@ def evaluate(mapped, targets, pool=8192, csls=False, csls_k=10, n_threads=None):
             "metric": "csls" if csls else "cosine"}
 
 
-def _paired_ranks(mapped, targets, pool=8192, csls=False, csls_k=10, n_threads=None,
+def _paired_ranks(mapped, targets, pool=TEST_POOL, csls=False, csls_k=10, n_threads=None,
                   names=("mapped", "targets")):
     """The 1-based rank of each row's partner among the pool's targets, and the paired cosines
     (ties counted in the partner's favour). Scores one block of RANK_BLOCK rows at a time."""
@@ -80,7 +84,7 @@ def _paired_ranks(mapped, targets, pool=8192, csls=False, csls_k=10, n_threads=N
 
 
 # ------------------------------------------------------------------------------ retrieval
-def evaluate_retrieval(mapped, corpus, queries=None, relevant=None, ks=DEFAULT_KS, pool=8192,
+def evaluate_retrieval(mapped, corpus, queries=None, relevant=None, ks=DEFAULT_KS, pool=TEST_POOL,
                        csls=False, csls_k=10, n_threads=None, memory_limit=None):
     """Retrieval of B queries against a corpus mapped from A, and against the same corpus
     re-embedded by B.
@@ -224,7 +228,7 @@ def read_qrels(path, n_queries=None, n_corpus=None):
 
 
 def _retrieval_details(mapped, corpus, queries=None, relevant=None, ks=DEFAULT_KS,
-                       curve_k=0, pool=8192, csls=False, csls_k=10, n_threads=None,
+                       curve_k=0, pool=TEST_POOL, csls=False, csls_k=10, n_threads=None,
                        memory_limit=None):
     """:func:`evaluate_retrieval`'s summary, and its curves for k = 1 .. max(ks, curve_k):
     ``recall``, ``recall_b``, ``overlap`` (arrays, index k - 1)."""

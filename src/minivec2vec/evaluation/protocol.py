@@ -1,6 +1,6 @@
 """The evaluation protocol of mini-vec2vec on row-aligned embeddings of the same texts.
 
-The last ``pool`` rows are the paired test set; the rest is cut into two disjoint halves, A
+The last ``pool`` rows (:data:`TEST_POOL` = 8,192 by default) are the paired test set; the rest is cut into two disjoint halves, A
 trains on the first, B on the second (no text on both sides). B's coordinates may be rotated by
 a random orthogonal matrix so that no shared basis can help. The supervised ceiling is
 Procrustes on the TRUE pairs of A's training rows, evaluated the same way.
@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import special_ortho_group
 
 from ..exceptions import ShapeError, TooFewRowsError
-from .metrics import evaluate
+from .metrics import TEST_POOL, evaluate  # noqa: F401  (TEST_POOL: the protocol's pool)
 from ..kernels.rows import centre_normalise, column_mean
 from ..kernels.procrustes import procrustes
 
@@ -32,7 +32,7 @@ def random_rotation(d, seed):
     return special_ortho_group.rvs(d, random_state=seed).astype(np.float32)
 
 
-def split(emb_a, emb_b, pool=8192, rotate_b=None):
+def split(emb_a, emb_b, pool=TEST_POOL, rotate_b=None):
     """Cut row-aligned embeddings per the protocol; rotate B's coordinates by ``rotate_b``."""
     n = emb_a.shape[0]
     if emb_b.shape[0] != n:

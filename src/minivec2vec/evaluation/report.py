@@ -29,7 +29,7 @@ from ..exceptions import MissingDependencyError, OutputPathError
 from .._runtime.validation import check_output_path
 from ..stages.confidence import (AGREEMENT_THRESHOLD, CONFIDENCE_THRESHOLD, KNOWN_PAIRS_THRESHOLD,
                                  RETURN_THRESHOLD, doubtful)
-from .metrics import (_paired_ranks, _retrieval_details, check_retrieval_plan,
+from .metrics import (TEST_POOL, _paired_ranks, _retrieval_details, check_retrieval_plan,
                       open_test_sets, read_test_sets)
 
 CURVE_K = 100            # the recall / overlap curves run over k = 1 .. CURVE_K
@@ -49,7 +49,7 @@ def _matplotlib():
 
 
 def write_report(model, A_test, B_test, path, force=False, *, queries=None, relevant=None,
-                 ks=None, pool=8192, column=None, n_threads=None, title=None):
+                 ks=None, pool=TEST_POOL, column=None, n_threads=None, title=None):
     """Evaluate a map on paired test rows and write the report to ``path`` (HTML).
 
     Parameters

@@ -20,8 +20,9 @@ import os
 import numpy as np
 
 from ..exceptions import InvalidParameterError
+from .._runtime.blocks import SUM_ROWS
 
-CHUNK_ROWS = 8192
+CHUNK_ROWS = SUM_ROWS   # rows per seeded chunk; the generated rows depend on it
 _SIDE_A, _SIDE_B, _TEST = 0, 1, 2
 
 

@@ -128,35 +128,28 @@ def apply_map(model, X, output, *, map_path=None, add_mean=False, memory_limit=N
     out = np.empty((min(chunk, max(source.n_rows, 1)), d_out), dtype=np.float32)
     t_start = time.perf_counter()
     fd = os.open(partial, os.O_WRONLY)
-    try:
-        for n_chunks, (start, block) in enumerate(source.blocks(chunk, first=rows_done), 1):
-            stop = start + block.shape[0]
-            mapped = model._transform_block(block, start, W, add_mean, out[:stop - start],
-                                            n_threads, inverse)
-            data = memoryview(mapped).cast("B")
-            offset = len(header) + start * row_bytes
-            written = 0
-            while written < len(data):
-                written += os.pwrite(fd, data[written:], offset + written)
-            os.fsync(fd)
-            journal["rows_done"] = stop
-            write_json_atomic(journal_path, journal)
-            if bar is not None:
-                bar.update(stop - start)
-            if _after_chunk is not None:
-                _after_chunk(n_chunks)
-    except (NonFiniteError, ZeroRowError):
-        # bad input rows (NaN, a zero row): a rerun would fail the same way, nothing to resume.
-        # Anything else (a file truncated or replaced while reading, a full disk) keeps the
-        # partial output: once the input is whole again the rerun resumes.
+
+    def write_rows(start, mapped, _):
+        data = memoryview(mapped).cast("B")
+        offset = len(header) + start * row_bytes
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], offset + written)
+        os.fsync(fd)
+
+    def discard():
         for path in (partial, journal_path):
             if os.path.exists(path):
                 os.unlink(path)
-        raise
+
+    try:
+        _map_in_chunks(model, ((start, block, None) for start, block
+                               in source.blocks(chunk, first=rows_done)),
+                       W, out, add_mean=add_mean, n_threads=n_threads, inverse=inverse,
+                       write=write_rows, journal=journal, journal_path=journal_path, bar=bar,
+                       after_chunk=_after_chunk, discard=discard)
     finally:
         os.close(fd)
-        if bar is not None:
-            bar.close()
     seconds = time.perf_counter() - t_start
 
     sidecar = _sidecar(source, map_path, map_digest, d_out, add_mean, inverse, chunk_rows=chunk)
@@ -253,38 +246,31 @@ def _apply_to_parquet(model, source, output, *, map_path, add_mean, memory_limit
         blocks = source.blocks_with_columns(chunk, first=rows_done)
     else:
         blocks = ((start, block, None) for start, block in source.blocks(chunk, first=rows_done))
-    try:
-        for n_chunks, (start, block, table) in enumerate(blocks, 1):
-            stop = start + block.shape[0]
-            mapped = model._transform_block(block, start, W, add_mean, out[:stop - start],
-                                            n_threads, inverse)
-            vectors = pa.FixedSizeListArray.from_arrays(pa.array(mapped.reshape(-1)), d_out)
-            if table is None:
-                table = pa.table([vectors], schema=out_schema)
-            elif target == column:
-                table = table.set_column(table.schema.get_field_index(column), target, vectors)
-            else:
-                table = table.append_column(target, vectors)
-            table = table.replace_schema_metadata(out_schema.metadata)
-            tmp = fragment_path(start) + ".tmp"
-            pq.write_table(table, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, fragment_path(start))
-            journal["rows_done"] = stop
-            write_json_atomic(journal_path, journal)
-            if bar is not None:
-                bar.update(stop - start)
-            if _after_chunk is not None:
-                _after_chunk(n_chunks)
-    except (NonFiniteError, ZeroRowError):
+
+    def write_fragment(start, mapped, table):
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(mapped.reshape(-1)), d_out)
+        if table is None:
+            table = pa.table([vectors], schema=out_schema)
+        elif target == column:
+            table = table.set_column(table.schema.get_field_index(column), target, vectors)
+        else:
+            table = table.append_column(target, vectors)
+        table = table.replace_schema_metadata(out_schema.metadata)
+        tmp = fragment_path(start) + ".tmp"
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, fragment_path(start))
+
+    def discard():
         shutil.rmtree(fragments, ignore_errors=True)
         if os.path.exists(journal_path):
             os.unlink(journal_path)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+
+    _map_in_chunks(model, blocks, W, out, add_mean=add_mean, n_threads=n_threads,
+                   inverse=inverse, write=write_fragment, journal=journal,
+                   journal_path=journal_path, bar=bar, after_chunk=_after_chunk,
+                   discard=discard)
     with pq.ParquetWriter(partial, out_schema) as writer:
         for start in range(0, source.n_rows, chunk):
             writer.write_table(pq.read_table(fragment_path(start)).cast(out_schema))
@@ -326,23 +312,11 @@ def _apply_to_store(model, source, output, *, add_mean, memory_limit, chunk_rows
     W = model._map_matrix(inverse)
     out = np.empty((min(chunk, max(source.n_rows, 1)), d_out), dtype=np.float32)
     t_start = time.perf_counter()
-    try:
-        for n_chunks, (start, block, records) in enumerate(
-                source.blocks_with_records(chunk, first=rows_done), 1):
-            stop = start + block.shape[0]
-            mapped = model._transform_block(block, start, W, add_mean, out[:stop - start],
-                                            n_threads, inverse)
-            writer.write(start, mapped, records)
-            if bar is not None:
-                bar.update(stop - start)
-            if _after_chunk is not None:
-                _after_chunk(n_chunks)
-    except (NonFiniteError, ZeroRowError, InputFileError):
-        writer.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    # the writer journals its own chunks; a store also gives up on an input changed under it
+    _map_in_chunks(model, source.blocks_with_records(chunk, first=rows_done), W, out,
+                   add_mean=add_mean, n_threads=n_threads, inverse=inverse,
+                   write=writer.write, bar=bar, after_chunk=_after_chunk,
+                   discard=writer.abort, discard_on=(NonFiniteError, ZeroRowError, InputFileError))
     writer.commit()
     sidecar = _sidecar(source, map_path, map_digest, d_out, add_mean, inverse,
                        chunk_rows=chunk, output_format=scheme, output_column=output_column)
@@ -352,25 +326,70 @@ def _apply_to_store(model, source, output, *, add_mean, memory_limit, chunk_rows
     return sidecar
 
 
+def _map_in_chunks(model, blocks, W, out, *, add_mean, n_threads, inverse, write, bar,
+                   after_chunk, discard, journal=None, journal_path=None,
+                   discard_on=(NonFiniteError, ZeroRowError)):
+    """The chunk loop of every apply output. For each ``(start, rows, extra)`` of ``blocks``:
+    map the rows into ``out``, hand them to ``write(start, mapped, extra)``, then count the chunk
+    done: ``journal["rows_done"]`` rewritten atomically to ``journal_path`` (when a journal is
+    given), the progress bar advanced, the test hook ``after_chunk(n_chunks)`` called. A chunk
+    is counted only once written, so a rerun resumes after the last whole chunk.
+
+    An error of ``discard_on`` (bad input rows: NaN, a zero row; a rerun would fail the same
+    way) calls ``discard()`` to remove the partial output, then propagates. Any other error (a
+    file truncated or replaced while read, a full disk) keeps the partial output, so that the
+    rerun resumes once the input is whole again. The bar is closed either way."""
+    try:
+        for n_chunks, (start, block, extra) in enumerate(blocks, 1):
+            stop = start + block.shape[0]
+            mapped = model._transform_block(block, start, W, add_mean, out[:stop - start],
+                                            n_threads, inverse)
+            write(start, mapped, extra)
+            if journal is not None:
+                journal["rows_done"] = stop
+                write_json_atomic(journal_path, journal)
+            if bar is not None:
+                bar.update(stop - start)
+            if after_chunk is not None:
+                after_chunk(n_chunks)
+    except discard_on:
+        discard()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _journal_resume_point(journal_path, identity, planned_chunk):
+    """(rows done, chunk size) from the journal at ``journal_path`` when it records the same
+    map, input and options (``identity``) and a chunk size the plan still allows, with a whole
+    number of chunks done (chunk boundaries must match for a byte-identical result); else None
+    (another input, map or option, a smaller memory limit, or an unreadable journal)."""
+    try:
+        with open(journal_path) as fh:
+            journal = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    chunk, done = journal.get("chunk_rows"), journal.get("rows_done")
+    if (not all(journal.get(key) == value for key, value in identity.items())
+            or not isinstance(chunk, int) or not isinstance(done, int) or chunk < 1
+            or chunk > planned_chunk or not (0 <= done <= identity["rows"])
+            or (done % chunk and done != identity["rows"])):
+        return None
+    return done, chunk
+
+
 def _resume_point_fragments(fragments, journal_path, identity, planned_chunk):
     """(rows done, chunk size) of a Parquet output's matching journal whose fragments all
     exist, else (0, planned_chunk)."""
     if identity["input"] is None or not os.path.exists(journal_path):
         return 0, planned_chunk
-    try:
-        with open(journal_path) as fh:
-            journal = json.load(fh)
-    except (OSError, ValueError):
+    found = _journal_resume_point(journal_path, identity, planned_chunk)
+    if found is None or not all(
+            os.path.exists(os.path.join(fragments, f"rows-{s:012d}.parquet"))
+            for s in range(0, found[0], found[1])):
         return 0, planned_chunk
-    chunk, done = journal.get("chunk_rows"), journal.get("rows_done")
-    if (not all(journal.get(key) == value for key, value in identity.items())
-            or not isinstance(chunk, int) or not isinstance(done, int) or chunk < 1
-            or chunk > planned_chunk or not (0 <= done <= identity["rows"])
-            or (done % chunk and done != identity["rows"])
-            or not all(os.path.exists(os.path.join(fragments, f"rows-{s:012d}.parquet"))
-                       for s in range(0, done, chunk))):
-        return 0, planned_chunk
-    return done, chunk
+    return found
 
 
 def _resume_point(partial, journal_path, identity, planned_chunk, expected_size):
@@ -379,21 +398,10 @@ def _resume_point(partial, journal_path, identity, planned_chunk, expected_size)
         return 0, planned_chunk     # an in-memory array cannot be recognised again: start over
     if not (os.path.exists(partial) and os.path.exists(journal_path)):
         return 0, planned_chunk
-    try:
-        with open(journal_path) as fh:
-            journal = json.load(fh)
-    except (OSError, ValueError):
+    found = _journal_resume_point(journal_path, identity, planned_chunk)
+    if found is None or os.path.getsize(partial) != expected_size:
         return 0, planned_chunk
-    same = all(journal.get(key) == value for key, value in identity.items())
-    chunk = journal.get("chunk_rows")
-    done = journal.get("rows_done")
-    if (not same or not isinstance(chunk, int) or not isinstance(done, int)
-            or os.path.getsize(partial) != expected_size or chunk > planned_chunk
-            or not (0 <= done <= identity["rows"]) or (done % chunk and done != identity["rows"])):
-        # another input, map or option, or a chunk size the memory limit no longer allows:
-        # start over (chunk boundaries must match for a byte-identical result)
-        return 0, planned_chunk
-    return done, chunk
+    return found
 
 
 def _progress_bar(total, initial, enabled, output):

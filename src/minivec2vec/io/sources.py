@@ -20,7 +20,7 @@ import numpy as np
 
 from ..exceptions import (DimensionMismatchError, DtypeError, InputFileError,
                           MissingDependencyError, NonFiniteError, PathNotFoundError, ShapeError)
-from .._runtime.sizing import SUM_ROWS
+from .._runtime.blocks import PARQUET_BATCH_ROWS, SUM_ROWS
 from .._runtime.validation import check_embeddings, check_rows
 from .embedding_source import EmbeddingSource
 
@@ -226,7 +226,7 @@ class ParquetSource(EmbeddingSource):
     def _batches(self):
         """(start, numpy rows) of each record batch, in order, across the files."""
         for pf, start in zip(self._files, self._starts):
-            for batch in pf.iter_batches(batch_size=8192, columns=[self.column]):
+            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[self.column]):
                 yield start, self._to_numpy(batch.column(0), start)
                 start += batch.num_rows
 
@@ -256,7 +256,7 @@ class ParquetSource(EmbeddingSource):
         pending, filled, block_start = [], 0, first
         target = min(block_rows, self.n_rows - first)
         for pf, start in zip(self._files, self._starts):
-            for batch in pf.iter_batches(batch_size=8192):
+            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
                 if start + batch.num_rows <= first:
                     start += batch.num_rows
                     continue    # Parquet cannot seek: read and skip

@@ -40,6 +40,7 @@ import numpy as np
 
 from .. import _core
 from ..exceptions import InvalidParameterError, MemoryLimitError, ShapeError, TooFewRowsError
+from .._runtime.blocks import BLOCK_ROWS
 from .._runtime.threads import max_worker_threads, parallel_region, resolve_n_threads
 from .._runtime.validation import (as_float32_block, check_embeddings, check_positive_int,
                                    parse_memory)
@@ -352,7 +353,7 @@ def _plan(n_queries, n_database, d, k, n_threads, memory_limit, wants_copy):
 def _prepared(database, metric):
     """The rows as one float32 C-contiguous copy (normalised for cosine)."""
     db = np.empty(database.shape, dtype=np.float32)
-    step = 65536
+    step = BLOCK_ROWS
     for start in range(0, database.shape[0], step):
         block = database[start:start + step]
         db[start:start + step] = block

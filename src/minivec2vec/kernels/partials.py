@@ -22,12 +22,12 @@ import numpy as np
 from ..exceptions import InvalidParameterError, PartialStateError, ShapeError
 from .knn import knn, merge_topk  # noqa: F401  (merge_topk is the merge of partial (b))
 from .procrustes import procrustes
-from .._runtime.sizing import SUM_ROWS
+from .._runtime.blocks import SUM_ROWS
 
 # rows summed at once, in order: the same fixed sub-blocks as sources.scan, so the mean of an
 # array is bit-identical whichever of the two computes it
 _BLOCK_ROWS = SUM_ROWS
-_CROSS_BLOCK_ROWS = 8192   # rows converted to float64 at once for the cross-covariance
+_CROSS_BLOCK_ROWS = SUM_ROWS   # rows converted to float64 at once for the cross-covariance
 
 
 @dataclass(frozen=True, eq=False)

@@ -45,11 +45,6 @@ def _polar_factor(M):
     return U @ Vt
 
 
-def polar(W):
-    """Nearest (semi-)orthogonal matrix to W (its polar factor)."""
-    return procrustes(W)
-
-
 def neighbour_cross_covariance(X, Y, neighbours, n_threads=None):
     """M = sum_i x_i^T mean_j Y[neighbours[i, j]], accumulated in chunks (float64).
 
@@ -73,4 +68,4 @@ def neighbour_cross_covariance(X, Y, neighbours, n_threads=None):
 def smoothed_update(W, W_new, alpha, project=True):
     """(1 - alpha) W + alpha W_new, re-projected onto the (semi-)orthogonal matrices by default."""
     W = (1.0 - alpha) * W + alpha * W_new
-    return polar(W) if project else W
+    return procrustes(W) if project else W   # the nearest (semi-)orthogonal matrix

@@ -8,8 +8,9 @@ from .. import _core
 from ..exceptions import ZeroRowError
 from .._runtime.validation import check_rows
 from .partials import partial_means, procrustes_partial
+from .._runtime.blocks import BLOCK_ROWS, SUM_ROWS
 
-_BLOCK_ROWS = 65536
+_BLOCK_ROWS = BLOCK_ROWS   # a module attribute, so that tests can make the blocks small
 
 
 def sample_indices(n, n_rows, rng):
@@ -51,7 +52,7 @@ def centre_normalise(X, mean, name, row_offset=0, out=None):
     return out
 
 
-def mean_centred_norm(X, mean, block_rows=8192):
+def mean_centred_norm(X, mean, block_rows=SUM_ROWS):
     """Mean norm of the centred rows (float64 blocks of ``block_rows``: two temporaries of
     block_rows x d x 8 bytes, 100 MB at d = 768, small beside the fit's planned arrays)."""
     total = 0.0

@@ -85,8 +85,8 @@ class ScoringSample:
     """Fixed rows used to score every candidate W of one fit the same way."""
     rows_a: np.ndarray
     rows_b: np.ndarray       # B1: the rows mapped A is paired with
-    reference_b: np.ndarray  # B2: disjoint from B1, gives the self-similarity reference
-    reference: float         # mean cosine of CSLS mutual pairs of B2 vs B1
+    reference: float         # mean cosine of CSLS mutual pairs of B2 (B rows disjoint from
+                             # B1) vs B1: the self-similarity reference
 
 
 def mutual_pair_cosine(mapped_a, rows_b, csls_k, n_threads=None):
@@ -108,7 +108,7 @@ def scoring_sample(X_a, X_b, *, sample_size, csls_k, rng, n_threads=None):
     rows_b = X_b[np.sort(order_b[:n])]
     reference_b = X_b[np.sort(order_b[n:2 * n])]
     reference = mutual_pair_cosine(reference_b, rows_b, csls_k, n_threads)
-    return ScoringSample(rows_a, rows_b, reference_b, reference)
+    return ScoringSample(rows_a, rows_b, reference)
 
 
 def restart_agreement(maps, rows_a, kept):
@@ -119,6 +119,20 @@ def restart_agreement(maps, rows_a, kept):
         return float("nan")
     return max(map_agreement(maps[kept], W, rows_a)
                for index, W in enumerate(maps) if index != kept)
+
+
+def agreement_matrix(maps, rows_a):
+    """:func:`map_agreement` of every pair of ``maps`` on the rows of ``rows_a``: a symmetric
+    float64 matrix with 1 on the diagonal. Entry (i, j) equals ``map_agreement(maps[i],
+    maps[j], rows_a)`` to the bit, so ``restart_agreement(maps, rows_a, kept)`` is the largest
+    entry of row ``kept`` off the diagonal."""
+    images = [normalise_rows(rows_a @ np.asarray(W, dtype=np.float32)) for W in maps]
+    matrix = np.eye(len(maps))
+    for i in range(len(maps)):
+        for j in range(i + 1, len(maps)):
+            matrix[i, j] = matrix[j, i] = float(
+                np.einsum("ij,ij->i", images[i], images[j]).mean())
+    return matrix
 
 
 def random_turn(d, angle, rng):

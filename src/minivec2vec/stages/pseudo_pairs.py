@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._runtime.blocks import BLOCK_ROWS
 from ..kernels.knn import _knn, normalise_rows
 from ..kernels.procrustes import neighbour_cross_covariance
 
 
-def relative_representation(X, anchors, block_rows=65536):
+def relative_representation(X, anchors, block_rows=BLOCK_ROWS):
     """cos(X, anchors) for unit-norm rows X: (n, n_anchors) float32, computed in blocks."""
     A_t = np.ascontiguousarray(normalise_rows(np.array(anchors, dtype=np.float32)).T)
     out = np.empty((X.shape[0], A_t.shape[1]), dtype=np.float32)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ...exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
                            PathNotFoundError)
+from ..._runtime.blocks import BLOCK_ROWS
 from ..._runtime.validation import check_output_path
 from . import StoreSource
 
@@ -150,7 +151,7 @@ class Writer:
     rows_done = 0
 
     def __init__(self, path, source, d_out, *, identity=None, output_column=None,
-                 chunk_rows=65536, seed=0):
+                 chunk_rows=BLOCK_ROWS, seed=0):
         if output_column is not None:
             raise InvalidParameterError("output_column: a FAISS index has no columns")
         self.faiss = _faiss()

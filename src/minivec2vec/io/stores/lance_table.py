@@ -23,6 +23,7 @@ import numpy as np
 from ...exceptions import (DtypeError, InputFileError, InvalidParameterError,
                            MissingDependencyError, NonFiniteError, OutputPathError,
                            PathNotFoundError)
+from ..._runtime.blocks import BLOCK_ROWS
 from ..._runtime.validation import check_output_path
 from ..files import read_json, write_json_atomic
 from . import StoreSource
@@ -149,7 +150,7 @@ class Writer:
     """A new LanceDB table with the input's columns and the mapped vectors; see the module
     docstring."""
 
-    def __init__(self, path, source, d_out, *, identity, output_column=None, chunk_rows=65536):
+    def __init__(self, path, source, d_out, *, identity, output_column=None, chunk_rows=BLOCK_ROWS):
         import pyarrow as pa
         self.lancedb = _lancedb()
         self.db_dir, self.table_name, self.directory = _split(path)

@@ -29,6 +29,7 @@ import numpy as np
 
 from ...exceptions import (InputFileError, InvalidParameterError, MissingDependencyError,
                            OutputPathError, PathNotFoundError)
+from ..._runtime.blocks import BLOCK_ROWS
 from ..files import read_json, write_json_atomic
 from . import StoreSource
 
@@ -187,7 +188,7 @@ class Writer:
     """A new collection with the input's points and the mapped vectors, behind an alias; see
     the module docstring."""
 
-    def __init__(self, path, source, d_out, *, identity, output_column=None, chunk_rows=65536):
+    def __init__(self, path, source, d_out, *, identity, output_column=None, chunk_rows=BLOCK_ROWS):
         _, self.models = _qdrant()
         models = self.models
         self.directory, self.collection = _split(path)

@@ -3,8 +3,8 @@ map W* score above the local optima that FAQ (Frank-Wolfe on max <K_A, P K_B P^T
 permutations) finds from random starts? Kernels: centred linear Gram, or a centred symmetrised
 k-NN graph. Results: docs/experiments.md, 2026-12-03.
 
-    python benchmarks/point_qap.py 1500 linear 2      # rows per side, kernel, starts
-    python benchmarks/point_qap.py 1500 knn10 2
+    python experiments/point_qap.py 1500 linear 2      # rows per side, kernel, starts
+    python experiments/point_qap.py 1500 knn10 2
 """
 import sys
 import time

@@ -6,8 +6,8 @@ settings and with deliberately weakened settings that fail, on reduced training 
 judge) next to ``confidence_`` and ``restart_agreement_`` (need no pairs). One process, data
 loaded once.
 
-    python benchmarks/confidence_seeds.py --pair minilm:minilm --seeds 0-9 --rows 3000
-    python benchmarks/confidence_seeds.py --pair wordllama:minilm --seeds 0-19 --rows 10000 \
+    python experiments/confidence_seeds.py --pair minilm:minilm --seeds 0-9 --rows 3000
+    python experiments/confidence_seeds.py --pair wordllama:minilm --seeds 0-19 --rows 10000 \
         --set n_restarts=2
 """
 from __future__ import annotations

@@ -9,12 +9,11 @@ pool (needs the pairs, used only to judge) and the agreement of every pair of re
 its extra restart: the seeds are drawn in the same order. ``mutual_iter=0``: the stages after
 the restarts do not change them.
 
-    python benchmarks/restart_agreements.py --pair minilm:minilm-static --seeds 0-19 --rows 10000
-    python benchmarks/restart_agreements.py --pair wordllama:minilm --seeds 0-19 --rows 10000
+    python experiments/restart_agreements.py --pair minilm:minilm-static --seeds 0-19 --rows 10000
+    python experiments/restart_agreements.py --pair wordllama:minilm --seeds 0-19 --rows 10000
 
-One process, single-threaded kernels by default. To see each restart, the script wraps the
-fit's restart step (``minivec2vec.pipeline.initial_map``) and the scoring-sample draw: it is an
-instrument, not an example of the API.
+One process, single-threaded kernels by default. Each restart's map and the agreement of every
+pair are the fitted attributes ``restart_maps_`` and ``restart_agreements_``.
 """
 from __future__ import annotations
 
@@ -27,45 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-import minivec2vec.pipeline as pipeline_module
 from minivec2vec import MiniVec2Vec
-from minivec2vec.stages.confidence import restart_agreement
 from minivec2vec.evaluation.metrics import evaluate
 from minivec2vec.kernels.rows import centre_normalise
 from minivec2vec.evaluation.protocol import random_rotation, split
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-class RestartRecorder:
-    """Wraps the restart step and the scoring-sample draw of one fit to keep what they return."""
-
-    def __init__(self):
-        self.maps, self.samples = [], []
-        self._initial_map = pipeline_module.initial_map
-        self._scoring_sample = pipeline_module.scoring_sample
-
-    def __enter__(self):
-        recorder = self
-
-        def initial_map(*args, **kwargs):
-            W, anchors = recorder._initial_map(*args, **kwargs)
-            recorder.maps.append(W)
-            return W, anchors
-
-        def scoring_sample(*args, **kwargs):
-            sample = recorder._scoring_sample(*args, **kwargs)
-            recorder.samples.append(sample)
-            return sample
-
-        pipeline_module.initial_map = initial_map
-        pipeline_module.scoring_sample = scoring_sample
-        return self
-
-    def __exit__(self, *exc):
-        pipeline_module.initial_map = self._initial_map
-        pipeline_module.scoring_sample = self._scoring_sample
-        return False
 
 
 def main(argv=None):
@@ -87,7 +53,7 @@ def main(argv=None):
           + " ".join(f"{i}-{j}" for i, j in pairs), flush=True)
     for seed in range(int(first), int(last or first) + 1):
         s = split(X_a, X_b, rotate_b=random_rotation(X_b.shape[1], 1000 + seed))
-        with RestartRecorder() as recorder, warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = MiniVec2Vec(random_state=seed, n_threads=args.n_threads,
                                 fit_sample=args.rows, n_restarts=args.restarts,
@@ -95,11 +61,8 @@ def main(argv=None):
         test_a = centre_normalise(s.test_a, model.mean_a_, "test_a")
         test_b = centre_normalise(s.test_b, model.mean_b_, "test_b")
         top1 = [evaluate(test_a @ W.astype(np.float32), test_b, n_threads=args.n_threads)["top1"]
-                for W in recorder.maps]
-        rows_a = recorder.samples[0].rows_a
-        agreement = {f"{i}-{j}": restart_agreement([recorder.maps[i], recorder.maps[j]], rows_a,
-                                                   kept=0)
-                     for i, j in pairs}
+                for W in model.restart_maps_]
+        agreement = {f"{i}-{j}": float(model.restart_agreements_[i, j]) for i, j in pairs}
         print(f"{seed:>4}  " + " ".join(f"{t:6.3f}" for t in top1) + "  "
               + " ".join(f"{agreement[f'{i}-{j}']:.2f}" for i, j in pairs), flush=True)
         if args.out:

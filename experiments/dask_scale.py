@@ -2,13 +2,13 @@
 per side on a 2-worker local cluster, same W as one machine).
 
     # 1. an n x d pair as .npy shards (the project's generator)
-    python benchmarks/dask_scale.py generate /work/dask-data --rows 1000000 --dim 768
+    python experiments/dask_scale.py generate /work/dask-data --rows 1000000 --dim 768
     # 2. one machine: shards read into memory, MiniVec2Vec.fit, transform of every A row
-    python benchmarks/dask_scale.py run /work/dask-data --engine local --out local.json
+    python experiments/dask_scale.py run /work/dask-data --engine local --out local.json
     # 3. the same on a LocalCluster (2 spawned worker processes, 1 thread each)
-    python benchmarks/dask_scale.py run /work/dask-data --engine dask --out dask.json
+    python experiments/dask_scale.py run /work/dask-data --engine dask --out dask.json
     # 4. max |W_dask - W_local|, transform checksums, times side by side
-    python benchmarks/dask_scale.py compare local.json dask.json
+    python experiments/dask_scale.py compare local.json dask.json
 
 ``--params '{"refine_iter": 20}'`` overrides estimator defaults (same on both engines). Each run
 prints and writes one JSON record: the per-stage ``timings_`` of the fit, the transform time,

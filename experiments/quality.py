@@ -6,12 +6,12 @@ shared basis can help), the model is fitted UNSUPERVISED, and A's test rows rank
 rows by cosine. Printed next to the supervised ceiling (Procrustes on the true training pairs).
 Each fit runs in a child process so its peak RSS is its own.
 
-    python benchmarks/quality.py --pairs minilm:wordllama --seeds 0,1,2
-    python benchmarks/quality.py --pairs all --variant paper='{"mutual_iter": 0}'
-    python benchmarks/quality.py --pairs rotation      # each model against itself, rotated
-    python benchmarks/quality.py --pairs all --seeds 0,1,2 --set fit_sample=10000 --set n_runs=5
-    python benchmarks/quality.py --pairs minilm:minilm-static --known-pairs 50 --set n_threads=1
-    python benchmarks/quality.py --pairs minilm:e5 --rows 10000     # fewer rows per side
+    python experiments/quality.py --pairs minilm:wordllama --seeds 0,1,2
+    python experiments/quality.py --pairs all --variant paper='{"mutual_iter": 0}'
+    python experiments/quality.py --pairs rotation      # each model against itself, rotated
+    python experiments/quality.py --pairs all --seeds 0,1,2 --set fit_sample=10000 --set n_runs=5
+    python experiments/quality.py --pairs minilm:minilm-static --known-pairs 50 --set n_threads=1
+    python experiments/quality.py --pairs minilm:e5 --rows 10000     # fewer rows per side
 
 ``--known-pairs M`` gives the fit M true pairs (``fit(..., known_pairs=...)``): A's training rows
 drawn with ``numpy.random.default_rng(seed)`` and their B partners; the ``pairs`` column is then

@@ -17,7 +17,7 @@ to judge) and an independent B sample of the same size (what the method sees). P
   with the best matching under the supervised map (Hungarian on cosines), the CKA the QAP
   reached, and the CKA of that best matching.
 
-    python benchmarks/anchor_diagnostics.py --pairs minilm:minilm-static --trials 3
+    python experiments/anchor_diagnostics.py --pairs minilm:minilm-static --trials 3
 
 One process, single-threaded kernels (``--n-threads``).
 """

@@ -1,12 +1,12 @@
 """Scale measurements on a synthetic pair written by ``minivec2vec generate``.
 
-    python benchmarks/scale.py fit DIR --memory-limit 2GB [--fit-sample N] [--in-memory-rows N]
+    python experiments/scale.py fit DIR --memory-limit 2GB [--fit-sample N] [--in-memory-rows N]
         fit on the shard directories DIR/a, DIR/b (streamed), or with --in-memory-rows on the
         first N rows of each side loaded into memory; prints the stage timings and the error of
         the recovered map against DIR/true_map.npy, and top-1 on the paired test rows
-    python benchmarks/scale.py quality DIR MAP
+    python experiments/scale.py quality DIR MAP
         the quality numbers of a saved map
-    python benchmarks/scale.py matmul DIR MAP OUT
+    python experiments/scale.py matmul DIR MAP OUT
         the bound for apply: read DIR/a block by block, centre, normalise, one numpy matmul per
         block, write the rows to OUT (plain file writes); prints rows/s
 Run each under ``/usr/bin/time -v`` for the peak RSS.

@@ -14,7 +14,7 @@ W* is the supervised map (Procrustes on the true pairs of A's training rows). Pr
   mean cosine of the centroids matched under W* (Hungarian), the CKA of that matching, the
   CKA the 2-opt QAP reaches and the fraction of clusters it matches as W* does.
 
-    python benchmarks/start_diagnostics.py --pair minilm:e5 --angles 0.3,1,2.5
+    python experiments/start_diagnostics.py --pair minilm:e5 --angles 0.3,1,2.5
 """
 from __future__ import annotations
 
