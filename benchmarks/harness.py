@@ -103,7 +103,7 @@ def environment(n_threads):
     commit = _git("rev-parse", "--short", "HEAD")
     dirty = " + uncommitted changes" if _git("status", "--porcelain", "--", "src", "csrc") else ""
     return {
-        "commit": commit + dirty,
+        "commit": commit + dirty, "package": os.path.dirname(minivec2vec.__file__),
         "platform": f"{platform.system()} {platform.machine()}",
         "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": n_threads,
         "simd_flags": simd_flags(),
@@ -124,8 +124,8 @@ def print_environment(n_threads):
     """Print :func:`environment` as a header; returns the dict."""
     env = environment(n_threads)
     print("=" * 100)
-    print(f"minivec2vec {env['versions']['minivec2vec']} (commit {env['commit']}), python "
-          f"{env['versions']['python']}, {env['platform']}")
+    print(f"minivec2vec {env['versions']['minivec2vec']} (commit {env['commit']}; imported from "
+          f"{env['package']}), python {env['versions']['python']}, {env['platform']}")
     print(f"CPU: {env['cpu']}, {env['logical_cpus']} logical CPUs, threads used: {n_threads}")
     print(f"CPU SIMD flags: {' '.join(env['simd_flags']) or '?'}")
     forced = env["forced"].get("MINIVEC2VEC_KNN_ENGINE")
