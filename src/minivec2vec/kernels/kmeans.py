@@ -12,13 +12,23 @@ import numpy as np
 
 from . import numba_kernels as _kernels, knn
 from ..exceptions import ShapeError, TooFewRowsError
-from .._runtime.threads import check_kernels_can_run, parallel_region, resolve_n_threads
+from .._runtime.threads import (check_kernels_can_run, numba_threads, parallel_region,
+                                resolve_n_threads)
 from .._runtime.validation import check_embeddings, check_positive_int, check_random_state
 
 
 # Below this many multiply-adds per assignment pass, one thread is faster than a parallel region
 # (anchor-size clusterings: 2000 x 20 x 384 took 0.5 s on 1 thread, 1.1-1.6 s on 2 under load).
 _SMALL_WORK = 50_000_000
+# A parallel region whose own work is below this many multiply-adds runs on one thread, whatever
+# n_threads says (the kernels split work in fixed chunks, so the results are identical). Each
+# region waits for its slowest thread: on a shared machine a waiting OpenMP thread spins while
+# the thread it waits for is descheduled. Measured on a 2-core Zen 4 at load 8 (2026-12-05):
+# one greedy k-means++ step (12,288 rows x 8 candidates x 384 = 38 M) took 2.1 ms on one thread
+# and 32 ms on two, and its 500 steps were half of a 60,000 x 500 clustering's 25-29 s (16 s
+# with the steps on one thread). A 4096-row mini-batch labelling (0.8 G) and a full pass stay
+# parallel. Idle, a two-thread region saves at most ~half of a few ms per step.
+_REGION_WORK = 200_000_000
 # From this many centers on, rows are labelled by the exact int8 kNN (k = 1 with the row bias
 # -|c|^2 / 2, where the CPU has VNNI or AVX2): 60,000 x 500 x 384 takes 0.10 s instead of 0.16 s
 # with the BLAS kernel (AVX2 kernel: 0.26 s, 64 centers 0.09 s, against 3.8 / 3.0 s for the
@@ -97,12 +107,16 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=4096, max_ite
             size = init_size or (3 * batch_size if 3 * batch_size >= n_clusters
                                  else 3 * n_clusters)
             sample = X32 if size >= n else X32[np.sort(rng.choice(n, size, replace=False))]
-            centers = _kmeans_plusplus(sample, n_clusters, rng)
+            trials = _local_trials(n_clusters)
+            with numba_threads(_region_threads(sample.shape[0] * trials * d, n_threads)):
+                centers = _kmeans_plusplus(sample, n_clusters, rng, trials)
 
         counts = np.zeros(n_clusters, dtype=np.float64)
         sums = np.empty((n_clusters, d), dtype=np.float64)
         batch_counts = np.empty(n_clusters, dtype=np.float64)
         step_size = min(batch_size, n)
+        step_threads = _region_threads(step_size * n_clusters * d, n_threads)
+        pass_threads = _region_threads(n * n_clusters * d, n_threads)
         labels = np.empty(step_size, dtype=np.int64)
         sq = np.empty(step_size, dtype=np.float32)
         batch = np.empty((step_size, d), dtype=np.float32)     # reused: no page faults per step
@@ -111,27 +125,39 @@ def kmeans(X, n_clusters, random_state=None, init=None, batch_size=4096, max_ite
             rows = np.sort(rng.choice(n, step_size, replace=False))
             np.take(X32, rows, axis=0, out=batch)
             np.take(row_sq, rows, out=batch_sq)
-            _assign(batch, batch_sq, centers, labels, sq, n_threads)
+            _assign(batch, batch_sq, centers, labels, sq, step_threads)
             _kernels.minibatch_step(batch, labels, centers, counts, sums)
 
         labels = np.empty(n, dtype=np.int64)
         sq = np.empty(n, dtype=np.float32)
-        _assign(X32, row_sq, centers, labels, sq, n_threads)
+        _assign(X32, row_sq, centers, labels, sq, pass_threads)
         previous = np.empty_like(labels)
         for _ in range(lloyd_passes):
-            _kernels.cluster_sums(X32, labels, sums, batch_counts)
+            with numba_threads(_region_threads(n * d, n_threads)):
+                _kernels.cluster_sums(X32, labels, sums, batch_counts)
             before = centers.copy()
             _lloyd_update(centers, sums, batch_counts, X32, sq)
             previous[:] = labels
-            _assign(X32, row_sq, centers, labels, sq, n_threads)
+            _assign(X32, row_sq, centers, labels, sq, pass_threads)
             shift = float(((centers - before) ** 2).sum())
             if np.array_equal(previous, labels) or shift <= shift_tol:
                 break  # converged
     return centers, labels, float(sq.astype(np.float64).sum())
 
 
+def _region_threads(work, n_threads):
+    """Threads for one parallel region of ``work`` multiply-adds (see _REGION_WORK)."""
+    return n_threads if work >= _REGION_WORK else 1
+
+
+def _local_trials(n_clusters):
+    """Candidates per greedy k-means++ step (scikit-learn's rule)."""
+    return 2 + int(np.log(n_clusters))
+
+
 def _assign(X32, row_sq, centers, labels, sq_distances, n_threads):
-    """labels <- nearest center of every row, sq_distances <- its squared distance."""
+    """labels <- nearest center of every row, sq_distances <- its squared distance
+    (``n_threads``: the threads of this pass, inside the caller's parallel region)."""
     center_sq = _sqnorms(centers)
     if knn.ENGINE in knn._INT8_ENGINES and centers.shape[0] >= _KNN_MIN_CLUSTERS:
         # argmin |x - c|^2 = argmax x.c - |c|^2 / 2, and |x - c|^2 = |x|^2 - 2 (x.c - |c|^2 / 2)
@@ -139,7 +165,8 @@ def _assign(X32, row_sq, centers, labels, sq_distances, n_threads):
         labels[:] = nearest[:, 0]
         np.maximum(row_sq - 2.0 * scores[:, 0], 0.0, out=sq_distances)
     else:
-        _kernels.assign_labels(X32, row_sq, centers, center_sq, labels, sq_distances)
+        with numba_threads(n_threads):
+            _kernels.assign_labels(X32, row_sq, centers, center_sq, labels, sq_distances)
 
 
 def _sqnorms(centers):
@@ -165,7 +192,7 @@ def _kmeans_plusplus(X, n_clusters, rng, n_local_trials=None):
     """
     n = X.shape[0]
     if n_local_trials is None:
-        n_local_trials = 2 + int(np.log(n_clusters))
+        n_local_trials = _local_trials(n_clusters)
     x_sq = np.einsum("ij,ij->i", X, X).astype(np.float64)
     centers = np.empty((n_clusters, X.shape[1]), dtype=np.float32)
     distances = np.empty((n_local_trials, n), dtype=np.float64)
