@@ -5,14 +5,20 @@
 * ``rotation_split`` / ``cross_split``: protocol splits of the sample, built once per session.
 * ``shared_data``: the real data directory ``../shared/data``; tests that need it are marked
   ``@pytest.mark.slow`` and are skipped when the directory is absent.
+* ``shared_fit`` / ``fit_through_the_cache``: a fit that several tests (and the README's
+  examples) ask for with the same settings and data runs once per session.
 """
 from __future__ import annotations
 
+import copy
+import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from minivec2vec import MiniVec2Vec
 from minivec2vec.evaluation.datasets import load_sample, sample_split
 
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -132,3 +138,60 @@ def noisy_rotation_start(split, n_rows, sigma, seed=0):
         return evaluate(test_a @ W.astype(np.float32), test_b, n_threads=1)["top1"]
 
     return A, B, W_start, top1
+
+
+# ------------------------------------------------------------------------------------ shared fits
+# The default-settings fit of minilm against rotated minilm is asked for by test_model.py's
+# quality tests and by both of the README's examples (tests/test_readme_examples.py), the e5
+# fit from 100 known pairs by test_known_pairs.py and the quickstart: each is one fit of
+# 25-60 s, computed once here and handed out as copies. The thread count is not part of the
+# key: a fit's result does not depend on it, bit for bit (test_model.py::test_fit_thread_invariant,
+# test_properties.py::test_same_seed_same_w and the kernels' thread-invariance tests check that).
+_FIT_CACHE = {}
+_NOT_IN_KEY = ("n_threads",)
+_PLAIN_FIT = MiniVec2Vec.fit      # fit_through_the_cache replaces MiniVec2Vec.fit for a test
+
+
+def _digest(X):
+    X = np.asarray(X)
+    h = hashlib.sha256(f"{X.dtype.str}{X.shape}".encode())
+    h.update(np.ascontiguousarray(X).tobytes())
+    return h.hexdigest()
+
+
+def shared_fit(X_a, X_b, known_pairs=None, **params):
+    """``MiniVec2Vec(**params).fit(X_a, X_b, known_pairs=known_pairs)`` on in-memory arrays,
+    computed once per session for the same settings and the same bytes. Returns a fitted copy
+    of its own; the warnings the fit gave are given again on every call, so that a caller that
+    turns AlignmentWarning into an error, or records it, sees what a fresh fit would show."""
+    model = MiniVec2Vec(**params)
+    key_params = {k: v for k, v in model.get_params().items() if k not in _NOT_IN_KEY}
+    if not all(isinstance(v, (int, float, str, bool, type(None))) for v in key_params.values()):
+        raise TypeError("shared_fit: only plain parameters (no Generator random_state)")
+    pairs = () if known_pairs is None else tuple(_digest(P) for P in known_pairs)
+    key = (tuple(sorted(key_params.items())), _digest(X_a), _digest(X_b), pairs)
+    if key not in _FIT_CACHE:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted = _PLAIN_FIT(model, X_a, X_b, known_pairs=known_pairs)
+        _FIT_CACHE[key] = (fitted, [(w.message, w.category) for w in caught])
+    fitted, given = _FIT_CACHE[key]
+    for message, category in given:
+        warnings.warn(message, category, stacklevel=2)
+    result = copy.deepcopy(fitted)
+    result.set_params(**{k: v for k, v in params.items() if k in _NOT_IN_KEY})
+    return result
+
+
+@pytest.fixture
+def fit_through_the_cache(monkeypatch):
+    """``MiniVec2Vec.fit`` on in-memory arrays goes through :func:`shared_fit` (for code that
+    must run as written, such as the README's examples); fits on paths or Dask arrays do not."""
+    def fit(self, X_a, X_b, known_pairs=None):
+        if not all(isinstance(X, np.ndarray) for X in (X_a, X_b)):
+            return _PLAIN_FIT(self, X_a, X_b, known_pairs=known_pairs)
+        fitted = shared_fit(X_a, X_b, known_pairs=known_pairs, **self.get_params())
+        self.__dict__.update(fitted.__dict__)
+        return self
+
+    monkeypatch.setattr(MiniVec2Vec, "fit", fit)

@@ -23,7 +23,8 @@ def _section_blocks(heading, path=README):
 
 
 @pytest.mark.skipif(not STORES.exists(), reason="runs from a source checkout")
-def test_store_migration_examples_run_and_find_the_right_ids(tmp_path, monkeypatch):
+def test_store_migration_examples_run_and_find_the_right_ids(tmp_path, monkeypatch,
+                                                             fit_through_the_cache):
     for module in ("faiss", "lancedb", "qdrant_client"):
         pytest.importorskip(module)
     blocks = _section_blocks("## Examples", STORES)
@@ -42,8 +43,10 @@ def test_store_migration_examples_run_and_find_the_right_ids(tmp_path, monkeypat
 
 
 @pytest.mark.skipif(not README.exists(), reason="runs from a source checkout")
-def test_quickstart_runs(tmp_path, monkeypatch):
-    """The first python block under "## Quickstart", executed as written in an empty directory.
+def test_quickstart_runs(tmp_path, monkeypatch, fit_through_the_cache):
+    """The first python block under "## Quickstart", executed as written in an empty directory
+    (its two fits are test_model.py's rotation fit and test_known_pairs.py's e5 fit: the
+    session's copies of them serve, see conftest.shared_fit).
 
     Measured on the sample (seed 0): hidden rotation top-1 1.0, minilm -> e5 from 100 known
     pairs 0.703; the floors leave room for BLAS rounding on other CPUs, not for a worse fit."""

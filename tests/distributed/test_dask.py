@@ -21,8 +21,11 @@ from minivec2vec import MiniVec2Vec, dask_knn, dask_procrustes, knn, procrustes 
 from knn_oracle import assert_matches_brute_force, brute_force, integer_data  # noqa: E402
 
 # Light settings: these tests are about the Dask path giving the in-memory result, not quality.
+# extra_restarts=0: these light fits are doubtful, and the five extra restarts each would
+# otherwise run only repeat the same Dask path (test_confidence.py covers that logic).
 LIGHT = dict(n_runs=4, refine_iter=10, refine_sample=300, refine_neighbors=20, n_neighbors=20,
-             refine_clusters=50, mutual_iter=2, qap_restarts=10, transport_iter=5, n_threads=1)
+             refine_clusters=50, mutual_iter=2, qap_restarts=10, transport_iter=5, n_threads=1,
+             extra_restarts=0)
 
 
 @pytest.fixture(scope="module")
