@@ -47,8 +47,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from harness import (DEFAULT_DATA, SEED, Data, Table, centred_unit, import_peers,  # noqa: E402
-                     limit_threads, loadavg, print_environment, timed)
+from harness import (DEFAULT_DATA, SEED, Table, centred_unit, loadavg, start_run,  # noqa: E402
+                     timed)
 
 CASES = ("knn", "kmeans", "procrustes")
 
@@ -302,13 +302,7 @@ def case_procrustes(args, data):
 # ------------------------------------------------------------------------------------------
 def main(argv=None):
     args = parse_args(argv)
-    import_peers()
-    limit_threads(args.threads)
-    print_environment(args.threads)
-    data = Data(args.data)
-    print(f"data: {data.describe()}")
-    if args.quick:
-        print("QUICK mode: small sizes; numbers only check the script")
+    data = start_run(args, "small sizes")
     started = time.perf_counter()
     cases = {"knn": case_knn, "kmeans": case_kmeans, "procrustes": case_procrustes}
     for name in CASES:

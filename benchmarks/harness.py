@@ -252,3 +252,17 @@ class Table:
         print(f"  (ratio = median time / median time of the reference minivec2vec row, > 1: "
               f"minivec2vec is faster; load average now: {loadavg()})")
         sys.stdout.flush()
+
+
+def start_run(args, quick_note):
+    """What every comparison does first: import the peers, hold every library to
+    ``args.threads`` threads, print the environment, load the data (``args.data``) and say
+    whether this is a ``--quick`` run. Returns the :class:`Data`."""
+    import_peers()
+    limit_threads(args.threads)
+    print_environment(args.threads)
+    data = Data(args.data)
+    print(f"data: {data.describe()}")
+    if args.quick:
+        print(f"QUICK mode: {quick_note}; numbers only check the script")
+    return data

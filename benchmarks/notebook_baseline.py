@@ -35,8 +35,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from harness import (DEFAULT_DATA, SEED, Data, Table, import_peers, limit_threads,  # noqa: E402
-                     loadavg, print_environment)
+from harness import (DEFAULT_DATA, SEED, Data, Table, limit_threads, loadavg,  # noqa: E402
+                     start_run)
 
 
 def parse_args(argv=None):
@@ -349,13 +349,7 @@ def main(argv=None):
     if args.fit_worker:
         fit_worker(args)
         return
-    import_peers()
-    limit_threads(args.threads)
-    print_environment(args.threads)
-    data = Data(args.data)
-    print(f"data: {data.describe()}")
-    if args.quick:
-        print("QUICK mode: small sizes, light fit settings; numbers only check the script")
+    data = start_run(args, "small sizes, light fit settings")
     started = time.perf_counter()
     case_fit(args, data)
     print(f"\ntotal {time.perf_counter() - started:.1f} s; load average at the end: {loadavg()}")
