@@ -176,6 +176,7 @@ def case_kmeans(args, data):
 
 def kmeans_table(args, data, n, n_clusters):
     import minivec2vec
+    from minivec2vec.kernels.kmeans import default_lloyd_passes
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     X = centred_unit(data.rows("minilm", 0, n))
@@ -194,7 +195,9 @@ def kmeans_table(args, data, n, n_clusters):
     table.add("minivec2vec.kmeans, all defaults", t,
               f"inertia {inertia:.2f} (batch_size={defaults['batch_size'].default}, "
               f"max_iter={defaults['max_iter'].default}, "
-              f"lloyd_passes={defaults['lloyd_passes'].default})", reference=True)
+              f"lloyd_passes={defaults['lloyd_passes'].default}: "
+              f"{default_lloyd_passes(n, defaults['batch_size'].default, defaults['max_iter'].default)}"
+              f" here)", reference=True)
     model, t = timed(lambda: MiniBatchKMeans(n_clusters=n_clusters, n_init=1,
                                              random_state=SEED).fit(X), repeat)
     table.add("sklearn MiniBatchKMeans, defaults", t,

@@ -5,8 +5,9 @@ from .common import KMEANS_CLUSTERS, KMEANS_DATASETS, SEED, kmeans_data, random_
 
 
 class KMeans:
-    """The default k-means (k-means++, 100 mini-batch steps of 2048 rows, up to 2 Lloyd
-    passes): 100 clusters on the sample, 500 (as in refine-2) on the large set."""
+    """The default k-means (k-means++ on 3,072 rows, 20 mini-batch steps of 4,096 rows, then
+    the Lloyd passes of ``default_lloyd_passes``): 100 clusters on the sample, 500 (as in
+    refine-2) on the large set."""
 
     params = [KMEANS_DATASETS]
     param_names = ["dataset"]

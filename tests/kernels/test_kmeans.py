@@ -204,3 +204,25 @@ def test_bad_parameters_raise(rng, kwargs, exc):
     X = rng.standard_normal((50, 3)).astype(np.float32)
     with pytest.raises(exc):
         kmeans(X, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_defaults_below_minibatch_kmeans_inertia(minilm, seed):
+    """The defaults' promise: mini-batch steps (5,000 rows > one 4,096-row batch), then the
+    passes of default_lloyd_passes, end below scikit-learn's MiniBatchKMeans defaults
+    (measured 1.8-2.5% below on seeds 0-2)."""
+    from sklearn.cluster import MiniBatchKMeans
+    X = np.ascontiguousarray(minilm, dtype=np.float32)
+    _, _, inertia = kmeans(X, N_CLUSTERS, random_state=seed)
+    reference = MiniBatchKMeans(N_CLUSTERS, n_init=1, random_state=seed).fit(X).inertia_
+    assert inertia <= reference, f"inertia {inertia / reference:.4f} x MiniBatchKMeans'"
+
+
+def test_default_lloyd_passes_rule():
+    from minivec2vec.kernels.kmeans import default_lloyd_passes
+    assert default_lloyd_passes(4000, 4096, 20) == 12      # one batch: Lloyd
+    assert default_lloyd_passes(60000, 4096, 0) == 12      # no mini-batch steps: Lloyd
+    assert default_lloyd_passes(60000, 4096, 20) == 0      # 81,920 step rows < 2 x 60,000
+    assert default_lloyd_passes(10000, 4096, 20) == 4
+    assert default_lloyd_passes(5000, 4096, 20) == 8
+    assert default_lloyd_passes(1000, 256, 200) == 12      # capped
