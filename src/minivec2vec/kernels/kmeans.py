@@ -27,8 +27,11 @@ _SMALL_WORK = 50_000_000
 # one greedy k-means++ step (12,288 rows x 8 candidates x 384 = 38 M) took 2.1 ms on one thread
 # and 32 ms on two, and its 500 steps were half of a 60,000 x 500 clustering's 25-29 s (16 s
 # with the steps on one thread). A 4096-row mini-batch labelling (0.8 G) and a full pass stay
-# parallel. Idle, a two-thread region saves at most ~half of a few ms per step.
-_REGION_WORK = 200_000_000
+# parallel. Idle, a two-thread region saves at most ~half of a few ms per step. The bound was
+# 200 M until 2026-12-06; at 100 M the 184 M steps of k-means++ on 60,000 rows (8 candidates,
+# 384 features) run on two threads: idle, that seeding took 3.0 s instead of 5.8 s, and Lloyd on
+# 60,000 x 500 from it 7.3 s instead of 10.0 s.
+_REGION_WORK = 100_000_000
 # From this many centers on, rows are labelled by the exact int8 kNN (k = 1 with the row bias
 # -|c|^2 / 2, where the CPU has VNNI or AVX2): 60,000 x 500 x 384 takes 0.10 s instead of 0.16 s
 # with the BLAS kernel (AVX2 kernel: 0.26 s, 64 centers 0.09 s, against 3.8 / 3.0 s for the
