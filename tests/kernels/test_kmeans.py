@@ -83,6 +83,23 @@ def test_thread_invariance_small(rng, settings):
     assert a[2] == b[2]
 
 
+@pytest.mark.parametrize("settings", [dict(max_iter=30, lloyd_passes=2),
+                                      dict(max_iter=0, lloyd_passes=5, init_size=3000)])
+def test_thread_invariance_with_every_region_parallel(rng, monkeypatch, settings):
+    """The inputs above are small enough that k-means runs its regions on one thread whatever
+    n_threads says (_SMALL_WORK, _REGION_WORK); with both bounds at 0 every k-means++ step,
+    mini-batch labelling and pass runs on two threads, and must still give the same bits."""
+    from minivec2vec.kernels import kmeans as kmeans_module
+    X = rng.standard_normal((3000, 20)).astype(np.float32)
+    a = kmeans(X, 17, random_state=5, n_threads=1, **settings)
+    monkeypatch.setattr(kmeans_module, "_SMALL_WORK", 0)
+    monkeypatch.setattr(kmeans_module, "_REGION_WORK", 0)
+    b = kmeans(X, 17, random_state=5, n_threads=2, **settings)
+    assert a[0].tobytes() == b[0].tobytes()
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[2] == b[2]
+
+
 def test_same_seed_same_result_and_different_seeds_differ(rng):
     X = rng.standard_normal((2500, 12)).astype(np.float32)
     a = kmeans(X, 10, random_state=3, batch_size=500, max_iter=10)
