@@ -92,7 +92,7 @@ def test_scale_down_rule():
     defaults = MiniVec2Vec().get_params()
     assert stage_settings(defaults, 100_000, 30_000) == {
         "n_clusters": 20, "anchor_sample": 10000, "n_neighbors": 50, "refine_sample": 1000,
-        "refine_neighbors": 50, "transport_iter": 0, "assignment_iter": 200,
+        "refine_neighbors": 50, "transport_iter": 0, "assignment_iter": 1000,
         "assignment_rows": 2000, "refine_clusters": 500,
         "mutual_sample": 10000, "mutual_final_sample": 30000, "csls_k": 10}
     # from 2000 rows per side the defaults are untouched but the samples

@@ -107,7 +107,7 @@ PARAMETERS: tuple[Parameter, ...] = (
          minimum=0),
     _int("transport_rows", 1500, "refine-transport runs when the smaller side has at most this "
          "many rows"),
-    _int("assignment_iter", 200, "steps of refine-assignment on large inputs (0 skips it)",
+    _int("assignment_iter", 1000, "steps of refine-assignment on large inputs (0 skips it)",
          minimum=0),
     _int("assignment_rows", 2000, "rows per side of each refine-assignment batch"),
     _int("refine_clusters", 500, "clusters of refine-2 (c'); 0 skips refine-2", minimum=0),

@@ -32,6 +32,10 @@ batches the cross-covariance drifts towards the true map. Measured (docs/experim
 from a start at agreement 0.12, 200 steps of 2,000-row batches reach agreement 0.61 (top-1
 0.73), and refine-mutual then ends at top-1 0.909 of a 0.967 ceiling; 1,000-row batches stall
 at ~0.16, so the batch must not be too small.
+The first phase of a climb is a slow drift whose length depends on the start and on the
+batches drawn: on twelve e5 -> minilm starts (agreement 0.03-0.12) two had climbed by step
+200 and seven by step 350, and one start that had not climbed by step 500 with one batch
+stream climbed by then with others; the fit's default is 1,000 steps (``assignment_iter``).
 
 The batches of a step are solved on up to ``n_threads`` threads (the kernels are
 single-threaded and deterministic); they are drawn up front in a fixed order and combined in
