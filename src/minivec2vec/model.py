@@ -68,8 +68,8 @@ class MiniVec2Vec:
         of at least 10,000 rows per side; 0 skips it. It climbs from starts too weak for the
         nearest-neighbour refinements (see :mod:`minivec2vec.stages.assignment`), and stops
         early once the climb has levelled off. From weak starts the climb's first phase is a
-        slow drift of 150 to more than 500 steps, so a restart that does not climb costs
-        ~0.12 s a step (2 threads, 2,000-row batches).
+        slow drift of 150 to more than 500 steps; a restart that does not climb runs them
+        all (~0.08-0.12 s a step on 2 threads with 2,000-row batches).
     assignment_rows : int, default 2000
         Rows per side of each refine-assignment batch (two batches per step); each batch holds
         an ``assignment_rows`` x ``assignment_rows`` score matrix. Below ~2,000 the batches
