@@ -127,9 +127,9 @@ def test_n_restarts_continues_the_best_scoring_restart(monkeypatch, rotation_spl
     original_refine = pipeline_module.refine_clusters
 
     def recording_initial(*args, **kwargs):
-        W, anchors = original_initial(*args, **kwargs)
+        W, anchors, confirmed_early = original_initial(*args, **kwargs)
         initial.append(W.copy())
-        return W, anchors
+        return W, anchors, confirmed_early
 
     def recording_refine(W, *args, **kwargs):
         passed_on.append(W.copy())
@@ -291,3 +291,73 @@ def test_extra_restarts_all_run_and_a_failed_fit_still_warns(rotation_split):
 def test_extra_restarts_is_validated():
     with pytest.raises(ValueError, match="extra_restarts"):
         MiniVec2Vec(extra_restarts=-1).fit(np.ones((10, 4)), np.ones((10, 4)))
+
+
+def _climb_recorder(monkeypatch):
+    """Record the steps every refine-assignment climb of a fit has run when it ends."""
+    steps = []
+    run = pipeline_module.AssignmentClimb.run
+
+    def recording_run(self, n_steps, **kwargs):
+        levelled = run(self, n_steps, **kwargs)
+        steps.append(self.steps)
+        return levelled
+    monkeypatch.setattr(pipeline_module.AssignmentClimb, "run", recording_run)
+    return steps
+
+
+def _assignment_fit(paths, seed):
+    # refine-assignment and the return check both run on 1,000 rows (their row minimums are
+    # lowered by the callers); the stage has 300 steps of 200-row batches
+    return MiniVec2Vec(random_state=seed, n_threads=1, n_restarts=1, extra_restarts=0,
+                       assignment_iter=300, assignment_rows=200,
+                       **LIGHT).fit(paths["a"], paths["b"])
+
+
+def test_a_map_confirmed_part_way_through_refine_assignment_ends_the_stage(tmp_path,
+                                                                          monkeypatch):
+    """The plumbing of the early check (a synthetic pair of 1,000 rows; the return check is
+    calibrated at full size only, so here every map passes it): the map has not levelled off
+    after ASSIGNMENT_CHECK_AFTER steps, the check runs once and confirms it, the stage ends
+    there, and that check's return agreement is the restart's (no second check runs). On
+    real data this is the start already at a good fixed point (a hidden rotation,
+    wordllama -> minilm), which never climbs and so would run all its steps."""
+    from minivec2vec._runtime import sizing
+    from minivec2vec.evaluation.synthetic import generate_pair
+    paths = generate_pair(tmp_path / "pair", 1000, 24, n_test=10, seed=0)
+    monkeypatch.setattr(pipeline_module, "RETURN_MIN_ROWS", 1000)
+    monkeypatch.setattr(sizing, "ASSIGNMENT_MIN_ROWS", 1000)
+    checks = []
+    monkeypatch.setattr(pipeline_module, "return_agreement",
+                        lambda *args: checks.append(1) or 0.9)
+    steps = _climb_recorder(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlignmentWarning)
+        model = _assignment_fit(paths, 0)   # its climb has not levelled off by then
+    assert model.stage_settings_["assignment_iter"] == 300
+    assert steps == [pipeline_module.ASSIGNMENT_CHECK_AFTER]
+    assert len(checks) == 1
+    np.testing.assert_array_equal(model.restart_returns_, [0.9])
+
+
+def test_a_map_the_early_check_does_not_confirm_is_the_same_as_without_it(tmp_path,
+                                                                         monkeypatch):
+    """When the check part-way through refine-assignment does not confirm the map (here: no
+    map can pass, the threshold is set above 1), the stage runs on to all its steps and the
+    fit's map is, bit for bit, the map of a fit without that check: the check draws from a
+    generator of its own."""
+    from minivec2vec._runtime import sizing
+    from minivec2vec.evaluation.synthetic import generate_pair
+    paths = generate_pair(tmp_path / "pair", 1000, 24, n_test=10, seed=0)
+    monkeypatch.setattr(pipeline_module, "RETURN_MIN_ROWS", 1000)
+    monkeypatch.setattr(pipeline_module, "RETURN_THRESHOLD", 2.0)
+    monkeypatch.setattr(sizing, "ASSIGNMENT_MIN_ROWS", 1000)
+    steps = _climb_recorder(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AlignmentWarning)
+        checked = _assignment_fit(paths, 0)
+        assert steps[0] == pipeline_module.ASSIGNMENT_CHECK_AFTER and steps[-1] > steps[0]
+        monkeypatch.setattr(pipeline_module, "ASSIGNMENT_CHECK_AFTER", 10**9)
+        unchecked = _assignment_fit(paths, 0)
+    assert unchecked.W_.tobytes() == checked.W_.tobytes()
+    np.testing.assert_array_equal(unchecked.restart_returns_, checked.restart_returns_)

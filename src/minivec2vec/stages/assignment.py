@@ -113,40 +113,73 @@ def refine_assignment(W, X_a, X_b, *, n_iter, sample_size, rng, n_threads=None,
     (0 = never). It stops before ``n_iter`` steps once the map has climbed and levelled off
     (see ``_climbed_and_levelled``). ``on_step`` (optional) is called after each step.
     Returns the new W (the input W when n_iter is 0)."""
-    if n_iter == 0:
-        return W
-    n_threads = resolve_n_threads(n_threads)
-    n_a, n_b = X_a.shape[0], X_b.shape[0]
-    size = min(sample_size, n_a, n_b)
-    M = None
-    W_before = W
-    step_scores, window_scores = [], []
-    workers = min(n_threads, BATCHES_PER_STEP)
-    # BLAS held to one thread: the batches' products run side by side on the workers, and a
-    # one-thread product gives the same bits whatever n_threads is
-    with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as pool:
-        for iteration in range(1, n_iter + 1):
-            batches = [(X_a[np.sort(rng.choice(n_a, size, replace=False))],
-                        X_b[np.sort(rng.choice(n_b, size, replace=False))])
-                       for _ in range(BATCHES_PER_STEP)]
-            W32 = np.ascontiguousarray(W, dtype=np.float32)
-            parts = list(pool.map(lambda batch: _batch_cross_covariance(W32, *batch), batches))
-            step = sum(cross for cross, _ in parts) / (BATCHES_PER_STEP * size)
-            step_scores.append(sum(total for _, total in parts) / (BATCHES_PER_STEP * size))
-            M = step if M is None else momentum * M + (1.0 - momentum) * step
-            W = procrustes(M)
-            if iteration % EXTRAPOLATE_EVERY == 0 and extrapolation:
-                # the climb from a weak start is a slow, steady drift for the first ~100
-                # steps: doubling each 10-step drift halves that phase (docs/experiments.md);
-                # M is reset to the new map at M's mean singular value, so the running
-                # average carries on from it
-                W = procrustes(W + extrapolation * (W - W_before))
-                M = np.linalg.svd(M, compute_uv=False).mean() * W
-                W_before = W
-            if on_step is not None:
-                on_step()
-            if iteration % PLATEAU_WINDOW == 0:
-                window_scores.append(float(np.mean(step_scores[-PLATEAU_WINDOW:])))
-                if _climbed_and_levelled(window_scores):
-                    break
-    return W
+    climb = AssignmentClimb(W, X_a, X_b, sample_size=sample_size, rng=rng, momentum=momentum,
+                            extrapolation=extrapolation)
+    climb.run(n_iter, n_threads=n_threads, on_step=on_step)
+    return climb.W
+
+
+class AssignmentClimb:
+    """Refine-assignment as a resumable state: :meth:`run` takes up to n more steps and can be
+    called again, so a caller can look at the map between runs (the fit checks it after a
+    first stretch of steps; see :func:`minivec2vec.pipeline.initial_map`). Running n steps,
+    then m more, gives the same map as running n + m at once. ``W``: the current map;
+    ``steps``: the steps run so far; ``levelled``: True once the stage's stopping rule has
+    fired (further runs do nothing)."""
+
+    def __init__(self, W, X_a, X_b, *, sample_size, rng, momentum=MOMENTUM,
+                 extrapolation=EXTRAPOLATION):
+        self.W = W
+        self.X_a, self.X_b = X_a, X_b
+        self.size = min(sample_size, X_a.shape[0], X_b.shape[0])
+        self.rng = rng
+        self.momentum, self.extrapolation = momentum, extrapolation
+        self.steps = 0
+        self.levelled = False
+        self._M = None
+        self._W_before = W
+        self._step_scores, self._window_scores = [], []
+
+    def run(self, n_steps, *, n_threads=None, on_step=None):
+        """Up to ``n_steps`` more steps (fewer once the map has climbed and levelled off);
+        ``on_step`` (optional) is called after each. Returns ``levelled``."""
+        if n_steps <= 0 or self.levelled:
+            return self.levelled
+        n_threads = resolve_n_threads(n_threads)
+        n_a, n_b, size = self.X_a.shape[0], self.X_b.shape[0], self.size
+        workers = min(n_threads, BATCHES_PER_STEP)
+        # BLAS held to one thread: the batches' products run side by side on the workers, and
+        # a one-thread product gives the same bits whatever n_threads is
+        with single_threaded_blas(), ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in range(n_steps):
+                self.steps += 1
+                batches = [(self.X_a[np.sort(self.rng.choice(n_a, size, replace=False))],
+                            self.X_b[np.sort(self.rng.choice(n_b, size, replace=False))])
+                           for _ in range(BATCHES_PER_STEP)]
+                W32 = np.ascontiguousarray(self.W, dtype=np.float32)
+                parts = list(pool.map(lambda batch: _batch_cross_covariance(W32, *batch),
+                                      batches))
+                step = sum(cross for cross, _ in parts) / (BATCHES_PER_STEP * size)
+                self._step_scores.append(sum(total for _, total in parts)
+                                         / (BATCHES_PER_STEP * size))
+                M = step if self._M is None else (self.momentum * self._M
+                                                  + (1.0 - self.momentum) * step)
+                W = procrustes(M)
+                if self.steps % EXTRAPOLATE_EVERY == 0 and self.extrapolation:
+                    # the climb from a weak start is a slow, steady drift for the first ~100
+                    # steps: doubling each 10-step drift halves that phase
+                    # (docs/experiments.md); M is reset to the new map at M's mean singular
+                    # value, so the running average carries on from it
+                    W = procrustes(W + self.extrapolation * (W - self._W_before))
+                    M = np.linalg.svd(M, compute_uv=False).mean() * W
+                    self._W_before = W
+                self.W, self._M = W, M
+                if on_step is not None:
+                    on_step()
+                if self.steps % PLATEAU_WINDOW == 0:
+                    self._window_scores.append(
+                        float(np.mean(self._step_scores[-PLATEAU_WINDOW:])))
+                    if _climbed_and_levelled(self._window_scores):
+                        self.levelled = True
+                        break
+        return self.levelled
