@@ -404,7 +404,7 @@ scores/indices: float32/int64 (n_rows, k) C-contiguous heaps, initialised to
           "True when this CPU (and OS) can run search_int8_avx2 (AVX2 + FMA, YMM state saved).");
     m.def("search_int8_avx2", &search_int8_avx2, py::arg("queries"), py::arg("packed"),
           py::arg("rows"), py::arg("offset"), py::arg("scores"), py::arg("indices"),
-          R"doc(search_int8 with an AVX2 kernel (vpmaddubsw / vpmaddwd, 7-bit query codes): the
+          R"doc(search_int8 with an AVX2 kernel (vpmaddubsw / vpmaddwd, 6-bit query codes): the
 same arguments and the same exact top-k. Releases the GIL.)doc");
     m.def("search_int8", &search_int8, py::arg("queries"), py::arg("packed"), py::arg("rows"),
           py::arg("offset"), py::arg("scores"), py::arg("indices"),

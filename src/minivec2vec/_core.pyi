@@ -40,7 +40,7 @@ def search_int8(queries: Float32Array, packed: Int8Database, rows: Float32Array,
 
 def search_int8_avx2(queries: Float32Array, packed: Int8Database, rows: Float32Array,
                      offset: int, scores: Float32Array, indices: Int64Array) -> None:
-    """:func:`search_int8` with an AVX2 kernel (vpmaddubsw / vpmaddwd, 7-bit query codes): the
+    """:func:`search_int8` with an AVX2 kernel (vpmaddubsw / vpmaddwd, 6-bit query codes): the
     same arguments, the same exact top-k."""
 
 def rows_times(X: Float32Array, W: Float32Array, out: Float32Array, n_threads: int) -> None:

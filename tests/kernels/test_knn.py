@@ -263,6 +263,23 @@ def test_odd_dimensions_equal_brute_force(rng, d, engine):
                                max_differ=0.02)
 
 
+@pytest.mark.parametrize("d", [384, 388, 389])
+def test_every_code_at_its_extreme_equals_brute_force(rng, d, engine):
+    """Rows of +-1 only: every query and database code is at its extreme, so the integer
+    products reach their largest sums (the AVX2 kernel adds the vpmaddubsw results of two
+    feature groups in int16: at most 4 x 63 x 127 = 32,004 < 32,767). Even and odd numbers of
+    4-feature groups. The scores are integers: the top-k is the oracle's bit for bit."""
+    Q = rng.choice([-1.0, 1.0], size=(40, d)).astype(np.float32)
+    D = rng.choice([-1.0, 1.0], size=(2000, d)).astype(np.float32)
+    Q[0], D[0], D[1] = 1.0, 1.0, -1.0        # the largest and the smallest score there is
+    D[2:200] = Q[rng.integers(0, 40, size=198)] * np.where(rng.random((198, d)) < 0.05, -1, 1)
+    k = 16
+    scores, indices = knn(Q, D, k, engine=engine)
+    S = Q.astype(np.float64) @ D.T.astype(np.float64)
+    _assert_exact(scores, indices, S, k, atol=0.0)
+    assert scores[0, 0] == d
+
+
 @pytest.mark.parametrize("k", [1, 63, 64, 65, 129, 130])
 def test_k_near_n_equals_brute_force(rng, k, engine):
     """k close to (or equal to) n: nearly every row enters the heap, padding rows never do."""

@@ -9,7 +9,8 @@ Three engines give the same exact result (the same neighbours, ties to the lower
   (csrc/knn_int8.hpp). The database is processed in chunks whose size follows ``memory_limit``.
 * ``"int8-avx2"`` (CPUs with AVX2 + FMA, e.g. AMD Zen 2/3, Intel before Ice Lake): the same
   screen, the same packed database and bound, with a ``vpmaddubsw`` / ``vpmaddwd`` kernel and
-  7-bit query codes, which cannot saturate (csrc/knn_int8_avx2.hpp).
+  6-bit query codes, whose products of two feature groups add in int16 without saturating
+  (csrc/knn_int8_avx2.hpp).
 * ``"blas"`` (any CPU): each worker thread computes similarity tiles with a single-threaded BLAS
   GEMM and folds every tile into its running top-k with the C++ kernel of csrc/topk.hpp.
 
