@@ -6,9 +6,9 @@ Unpaired: ``n_restarts`` (+ up to ``extra_restarts``) restarts of stages 1-4
 (:func:`initial_map`: anchors, pseudo-pairs, Procrustes, refine-1, refine-transport or
 refine-assignment), each scored (from 30,000 rows per side by the return check, which also
 runs once part-way through refine-assignment and can end it there); the kept map goes on to
-:func:`refine` (refine-2, refine-mutual). From known pairs: their Procrustes map replaces the restarts, refine-mutual
-runs alone, and :func:`cross_check` scores the fit on held-out halves of the pairs. Last, the
-unpaired confidence. :func:`run` is the whole of it; the estimator
+:func:`refine` (refine-2, refine-mutual). From known pairs: their Procrustes map replaces the
+restarts, refine-mutual runs alone, and :func:`cross_check` scores the fit on held-out halves
+of the pairs. Last, the unpaired confidence. :func:`run` is the whole of it; the estimator
 (:class:`minivec2vec.MiniVec2Vec`) prepares the rows and keeps what it returns.
 
 Every random draw comes from the generator handed in, in a fixed order: the same seed gives
