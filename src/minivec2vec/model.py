@@ -67,7 +67,8 @@ class MiniVec2Vec:
         on random batches, not in the paper), run after refine-1 of every restart on inputs
         of at least 10,000 rows per side; 0 skips it. It climbs from starts too weak for the
         nearest-neighbour refinements (see :mod:`minivec2vec.stages.assignment`), and stops
-        early once the climb has levelled off. From weak starts the climb's first phase is a
+        early once the climb has levelled off or (from 30,000 rows per side) once the return
+        check run after 100 steps confirms the map. From weak starts the climb's first phase is a
         slow drift of 150 to more than 500 steps; a restart that does not climb runs them
         all (~0.08-0.12 s a step on 2 threads with 2,000-row batches).
     assignment_rows : int, default 2000

@@ -228,8 +228,9 @@ def search_restarts(A, B, rng, settings, timings):
                         number, early[-1], ASSIGNMENT_CHECK_AFTER)
             return early[-1] >= RETURN_THRESHOLD
 
-        W, anchors, confirmed_early = initial_map(A, B, restart_rng, settings, timings,
-                                                  confirm if check_returns else None)
+        W, anchors = initial_map(A, B, restart_rng, settings, timings,
+                                 confirm if check_returns else None)
+        confirmed_early = bool(early) and early[-1] >= RETURN_THRESHOLD
         restarts.append((W, anchors, restart_rng))
         confidences.append(alignment_confidence(W, sample, sizes["csls_k"], n_threads))
         logger.info("restart %d: confidence %.3f", number, confidences[-1])
@@ -268,8 +269,8 @@ def search_restarts(A, B, rng, settings, timings):
 
 def initial_map(A, B, rng, settings, timings, confirm=None):
     """Stages 1-4 (anchors, pseudo-pairs, Procrustes, refine-1, then refine-transport on
-    small inputs or refine-assignment on large ones): one restart. Returns the map, the
-    anchors and whether ``confirm`` accepted the map part-way through refine-assignment.
+    small inputs or refine-assignment on large ones): one restart. Returns the map and the
+    anchors.
 
     ``confirm`` (optional, W -> bool): called once, after ``ASSIGNMENT_CHECK_AFTER``
     refine-assignment steps, if the stage has not stopped by itself by then; True ends the
@@ -309,11 +310,8 @@ def initial_map(A, B, rng, settings, timings, confirm=None):
     with stage(timings, "refine_assignment", f"{first} of {n_steps} steps of "
                f"{sizes['assignment_rows']}-row batches", steps=first) as on_step:
         climb.run(first, n_threads=n_threads, on_step=on_step)
-    if climb.levelled or climb.steps == n_steps:
-        return climb.W, anchors, False
-    if confirm(climb.W):
-        return climb.W, anchors, True
-    with stage(timings, "refine_assignment", f"the other {n_steps - climb.steps} steps",
-               steps=n_steps - climb.steps) as on_step:
-        climb.run(n_steps - climb.steps, n_threads=n_threads, on_step=on_step)
-    return climb.W, anchors, False
+    if not (climb.levelled or climb.steps == n_steps or confirm(climb.W)):
+        with stage(timings, "refine_assignment", f"the other {n_steps - climb.steps} steps",
+                   steps=n_steps - climb.steps) as on_step:
+            climb.run(n_steps - climb.steps, n_threads=n_threads, on_step=on_step)
+    return climb.W, anchors

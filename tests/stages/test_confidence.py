@@ -127,9 +127,9 @@ def test_n_restarts_continues_the_best_scoring_restart(monkeypatch, rotation_spl
     original_refine = pipeline_module.refine_clusters
 
     def recording_initial(*args, **kwargs):
-        W, anchors, confirmed_early = original_initial(*args, **kwargs)
+        W, anchors = original_initial(*args, **kwargs)
         initial.append(W.copy())
-        return W, anchors, confirmed_early
+        return W, anchors
 
     def recording_refine(W, *args, **kwargs):
         passed_on.append(W.copy())
